@@ -1,0 +1,411 @@
+"""GhostNetV2 (Tang et al., NeurIPS 2022) in MindSpore.
+
+Operation for operation the official PyTorch model (and timm's
+``ghostnetv2_*``), with the same parameter names, so that converting a
+PyTorch state_dict is a rename of the BatchNorm fields and nothing else:
+
+    PyTorch                                  MindSpore
+    blocks.3.0.ghost1.short_conv.1.weight -> blocks.3.0.ghost1.short_conv.1.gamma
+    ...bias / running_mean / running_var  -> beta / moving_mean / moving_variance
+
+With ``use_dfc=False`` the network is GhostNet (V1), timm's ``ghostnet_*``.
+
+Two choices differ in form, not in result, from a straight port, because
+MindSpore on the CPU executes them much faster:
+- the ghost module's ``concat(...)[:, :oup]`` slice is only emitted when the
+  concat really has more than ``oup`` channels (never at the paper's widths:
+  make_divisible keeps every channel count a multiple of 4);
+- the DFC gate's nearest upsample by exactly 2x is a broadcast multiply on a
+  reshaped view, bit-identical to ``interpolate(mode='nearest')``; any other
+  ratio (odd feature sizes) uses ResizeNearestNeighbor with the legacy
+  ``floor(i * in / out)`` index that PyTorch uses.
+"""
+import math
+
+from mindspore import nn, ops
+
+__all__ = [
+    "GhostNetV2",
+    "FeaturePyramid",
+    "make_divisible",
+    "create_model",
+    "list_models",
+    "ghostnetv2_100",
+    "ghostnetv2_130",
+    "ghostnetv2_160",
+    "ghostnetv2_1x",
+    "ghostnet_100",
+]
+
+# One row per bottleneck: kernel, expansion (mid) channels, out channels,
+# SE ratio, stride. One inner list per stage, as in the official model: the
+# state_dict index is blocks.<stage>.<row>.
+STAGES = (
+    ((3, 16, 16, 0.0, 1),),
+    ((3, 48, 24, 0.0, 2),),
+    ((3, 72, 24, 0.0, 1),),
+    ((5, 72, 40, 0.25, 2),),
+    ((5, 120, 40, 0.25, 1),),
+    ((3, 240, 80, 0.0, 2),),
+    ((3, 200, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 184, 80, 0.0, 1),
+     (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1)),
+    ((5, 672, 160, 0.25, 2),),
+    ((5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1),
+     (5, 960, 160, 0.25, 1)),
+)
+# The official model gives the first two bottlenecks no DFC attention.
+FIRST_DFC_BLOCK = 2
+HEAD_CHANNELS = 1280
+# Stages whose outputs are the stride 4, 8, 16 and 32 feature maps (the last
+# layer at each resolution; index 9 is the final 1x1 conv stage).
+PYRAMID_STAGES = (2, 4, 6, 9)
+PYRAMID_STRIDES = (4, 8, 16, 32)
+
+
+def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
+    """Round to the nearest multiple of divisor, never more than 10% down.
+
+    The official rounding (also timm's); rounding up instead, as the
+    ModelZoo port does, gives other channel counts at widths 1.3 and 1.6.
+    """
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=False):
+    """A convolution padded like PyTorch's ``padding=k // 2``.
+
+    Stride 1 uses pad_mode='same' (identical for odd kernels, and the only
+    form MindSpore's ONNX exporter gets right for 1x5 / 5x1 kernels); stride 2
+    uses explicit symmetric padding, since 'same' would pad bottom/right only.
+    """
+    if stride == 1:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="same",
+                         group=groups, has_bias=has_bias)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
+                     padding=kernel_size // 2, group=groups, has_bias=has_bias)
+
+
+def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False):
+    """conv -> BN (-> ReLU) as a SequentialCell indexed like PyTorch's."""
+    layers = [conv2d(in_channels, out_channels, kernel_size, stride, groups),
+              nn.BatchNorm2d(out_channels)]
+    if relu:
+        layers.append(nn.ReLU())
+    return nn.SequentialCell(layers)
+
+
+def upsample_gate(gate, out):
+    """Multiply ``out`` by ``gate`` nearest-upsampled to out's (H, W)."""
+    n, c, h, w = out.shape
+    gh, gw = gate.shape[2], gate.shape[3]
+    if h == 2 * gh and w == 2 * gw:
+        # Exact 2x: every gate value covers a 2x2 patch; broadcast instead of
+        # materialising the upsampled gate.
+        out = out.reshape(-1, c, gh, 2, gw, 2) * gate.reshape(-1, c, gh, 1, gw, 1)
+        return out.reshape(-1, c, h, w)
+    return out * ops.ResizeNearestNeighbor((h, w))(gate)
+
+
+def dfc_attention(in_channels, out_channels, kernel_size=5):
+    """Decoupled fully-connected attention: the long-range gate of GhostNetV2.
+
+    Applied to a 2x down-sampled input: 1x1 conv, then a horizontal (1xK) and
+    a vertical (Kx1) depthwise conv, each followed by BN, no activation. The
+    "fully-connected" layers are these depthwise convs (cheap to deploy).
+    """
+    return nn.SequentialCell([
+        conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels),
+        conv2d(out_channels, out_channels, (1, kernel_size), groups=out_channels),
+        nn.BatchNorm2d(out_channels),
+        conv2d(out_channels, out_channels, (kernel_size, 1), groups=out_channels),
+        nn.BatchNorm2d(out_channels),
+    ])
+
+
+class GhostModule(nn.Cell):
+    """Half the output from a 1x1 conv, the other half from a cheap 3x3
+    depthwise conv on it; optionally gated by DFC attention (GhostNetV2)."""
+
+    def __init__(self, in_channels, out_channels, relu=True, dfc_kernel_size=0):
+        super().__init__()
+        self.out_channels = out_channels
+        init_channels = math.ceil(out_channels / 2)
+        self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
+        self.cheap_operation = conv_bn(init_channels, init_channels, 3, groups=init_channels,
+                                       relu=relu)
+        self.needs_slice = 2 * init_channels != out_channels
+        self.use_dfc = dfc_kernel_size > 0
+        if self.use_dfc:
+            self.short_conv = dfc_attention(in_channels, out_channels, dfc_kernel_size)
+            self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+    def construct(self, x):
+        x1 = self.primary_conv(x)
+        out = ops.cat((x1, self.cheap_operation(x1)), 1)
+        if self.needs_slice:
+            out = out[:, :self.out_channels]
+        if self.use_dfc:
+            gate = ops.sigmoid(self.short_conv(self.pool(x)))
+            out = upsample_gate(gate, out)
+        return out
+
+
+class SqueezeExcite(nn.Cell):
+    """SE with a hard-sigmoid gate, reduced width rounded to a multiple of 4."""
+
+    def __init__(self, channels, ratio=0.25):
+        super().__init__()
+        reduced = make_divisible(channels * ratio, 4)
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, has_bias=True)
+        self.act1 = nn.ReLU()
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
+        self.gate = nn.HSigmoid()
+
+    def construct(self, x):
+        scale = ops.mean(x, (2, 3), keep_dims=True)
+        scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
+        return x * self.gate(scale)
+
+
+class GhostBottleneck(nn.Cell):
+    """ghost1 (ReLU, DFC) -> [depthwise stride-2 conv + BN] -> [SE] -> ghost2
+    (linear) -> + shortcut."""
+
+    def __init__(self, in_channels, mid_channels, out_channels, kernel_size=3, stride=1,
+                 se_ratio=0.0, dfc_kernel_size=0):
+        super().__init__()
+        self.ghost1 = GhostModule(in_channels, mid_channels, relu=True,
+                                  dfc_kernel_size=dfc_kernel_size)
+        self.has_dw = stride > 1
+        if self.has_dw:
+            self.conv_dw = conv2d(mid_channels, mid_channels, kernel_size, stride,
+                                  groups=mid_channels)
+            self.bn_dw = nn.BatchNorm2d(mid_channels)
+        self.has_se = se_ratio > 0
+        if self.has_se:
+            self.se = SqueezeExcite(mid_channels, se_ratio)
+        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False)
+        self.identity_shortcut = in_channels == out_channels and stride == 1
+        if not self.identity_shortcut:
+            self.shortcut = nn.SequentialCell([
+                conv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels),
+                nn.BatchNorm2d(in_channels),
+                conv2d(in_channels, out_channels, 1),
+                nn.BatchNorm2d(out_channels),
+            ])
+
+    def construct(self, x):
+        out = self.ghost1(x)
+        if self.has_dw:
+            out = self.bn_dw(self.conv_dw(out))
+        if self.has_se:
+            out = self.se(out)
+        out = self.ghost2(out)
+        if self.identity_shortcut:
+            return out + x
+        return out + self.shortcut(x)
+
+
+class ConvBnAct(nn.Cell):
+    """The final 1x1 conv stage (official names: conv, bn1)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = conv2d(in_channels, out_channels, 1)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = nn.ReLU()
+
+    def construct(self, x):
+        return self.act1(self.bn1(self.conv(x)))
+
+
+class GhostNetV2(nn.Cell):
+    """GhostNetV2 image classifier.
+
+    Args:
+        width: channel multiplier (1.0, 1.3, 1.6 in the paper; any > 0 works).
+        num_classes: classifier outputs; 0 drops the classifier (returns the
+            1280-d pre-logits).
+        dropout: dropout rate before the classifier (0.2 in the paper).
+        in_channels: input image channels.
+        use_dfc: DFC attention on (GhostNetV2) or off (GhostNet V1).
+        dfc_kernel_size: K of the 1xK / Kx1 DFC convolutions (5 in the paper).
+    """
+
+    def __init__(self, width=1.0, num_classes=1000, dropout=0.2, in_channels=3, use_dfc=True,
+                 dfc_kernel_size=5):
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        if use_dfc and (dfc_kernel_size < 1 or dfc_kernel_size % 2 == 0):
+            raise ValueError(f"dfc_kernel_size must be a positive odd number, got {dfc_kernel_size}")
+        self.width = width
+        self.num_classes = num_classes
+        self.use_dfc = use_dfc
+        # With DFC, the stride-32 map must still be 2x2 for the 2x2 pool; the
+        # documented minimum is 64 (the official model's smallest tested size).
+        self.min_input_size = 64 if use_dfc else 32
+
+        stem_channels = make_divisible(16 * width)
+        self.conv_stem = conv2d(in_channels, stem_channels, 3, stride=2)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.act1 = nn.ReLU()
+
+        stages, channels, block_index = [], stem_channels, 0
+        self.stage_channels = []
+        for stage in STAGES:
+            layers = []
+            for kernel, mid, out, se_ratio, stride in stage:
+                dfc = dfc_kernel_size if use_dfc and block_index >= FIRST_DFC_BLOCK else 0
+                out_channels = make_divisible(out * width)
+                layers.append(GhostBottleneck(channels, make_divisible(mid * width), out_channels,
+                                              kernel, stride, se_ratio, dfc))
+                channels = out_channels
+                block_index += 1
+            stages.append(nn.SequentialCell(layers))
+            self.stage_channels.append(channels)
+        self.num_features = make_divisible(STAGES[-1][-1][1] * width)
+        stages.append(nn.SequentialCell([ConvBnAct(channels, self.num_features)]))
+        self.stage_channels.append(self.num_features)
+        self.blocks = nn.SequentialCell(stages)
+
+        self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, has_bias=True)
+        self.act2 = nn.ReLU()
+        self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
+        self.classifier = nn.Dense(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
+
+    @property
+    def pyramid_channels(self):
+        """Channels of the stride 4, 8, 16, 32 maps of forward_pyramid."""
+        return tuple(self.stage_channels[i] for i in PYRAMID_STAGES)
+
+    def check_input(self, x):
+        height, width = x.shape[2], x.shape[3]
+        if height < self.min_input_size or width < self.min_input_size:
+            raise ValueError(f"GhostNetV2 needs inputs of at least {self.min_input_size}x"
+                             f"{self.min_input_size} (the 2x2 DFC pool needs a 2x2 map at "
+                             f"stride 32); got {height}x{width}. Resize the images up.")
+
+    def stem(self, x):
+        self.check_input(x)
+        return self.act1(self.bn1(self.conv_stem(x)))
+
+    def forward_features(self, x):
+        """The stride-32 feature map before global pooling (num_features channels)."""
+        return self.blocks(self.stem(x))
+
+    def forward_pyramid(self, x):
+        """Feature maps at strides 4, 8, 16, 32 (for detection / segmentation necks)."""
+        x = self.stem(x)
+        features = ()
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in PYRAMID_STAGES:
+                features += (x,)
+        return features
+
+    def forward_head(self, x):
+        x = ops.mean(x, (2, 3), keep_dims=True)
+        x = self.act2(self.conv_head(x))
+        x = ops.flatten(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        if self.classifier is not None:
+            x = self.classifier(x)
+        return x
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+class FeaturePyramid(nn.Cell):
+    """Wraps a GhostNetV2 so that calling it returns the stride 4/8/16/32 maps."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.channels = net.pyramid_channels
+        self.strides = PYRAMID_STRIDES
+
+    def construct(self, x):
+        return self.net.forward_pyramid(x)
+
+
+# ---------------------------------------------------------------- factories
+
+def _no_pretrained(name, pretrained):
+    if pretrained:
+        raise ValueError(
+            f"{name}: pretrained=True cannot download weights (no network access is assumed). "
+            "Convert the official or timm weights once with "
+            "'python convert_weights.py --src FILE --dst FILE.ckpt' and pass the .ckpt instead.")
+
+
+def ghostnetv2_100(pretrained=False, **kwargs):
+    """GhostNetV2 1.0x: 6.16M parameters, 167M MACs, 75.3% ImageNet top-1 (paper)."""
+    _no_pretrained("ghostnetv2_100", pretrained)
+    return GhostNetV2(width=1.0, **kwargs)
+
+
+def ghostnetv2_130(pretrained=False, **kwargs):
+    """GhostNetV2 1.3x: 8.96M parameters, 269M MACs, 76.9% ImageNet top-1 (paper)."""
+    _no_pretrained("ghostnetv2_130", pretrained)
+    return GhostNetV2(width=1.3, **kwargs)
+
+
+def ghostnetv2_160(pretrained=False, **kwargs):
+    """GhostNetV2 1.6x: 12.39M parameters, 399M MACs, 77.8% ImageNet top-1 (paper)."""
+    _no_pretrained("ghostnetv2_160", pretrained)
+    return GhostNetV2(width=1.6, **kwargs)
+
+
+def ghostnetv2_1x(pretrained=False, **kwargs):
+    """The ModelZoo name of GhostNetV2 1.0x."""
+    _no_pretrained("ghostnetv2_1x", pretrained)
+    return GhostNetV2(width=1.0, **kwargs)
+
+
+def ghostnet_100(pretrained=False, **kwargs):
+    """GhostNet (V1) 1.0x: GhostNetV2 without DFC attention (timm's ghostnet_100)."""
+    _no_pretrained("ghostnet_100", pretrained)
+    kwargs.setdefault("use_dfc", False)
+    return GhostNetV2(width=1.0, **kwargs)
+
+
+_MODELS = {fn.__name__: fn for fn in
+           (ghostnetv2_100, ghostnetv2_130, ghostnetv2_160, ghostnetv2_1x, ghostnet_100)}
+# Width of each named model, for inferring the model from a checkpoint.
+MODEL_WIDTHS = {"ghostnetv2_100": 1.0, "ghostnetv2_130": 1.3, "ghostnetv2_160": 1.6,
+                "ghostnetv2_1x": 1.0, "ghostnet_100": 1.0}
+
+
+def list_models():
+    return sorted(_MODELS)
+
+
+def create_model(name, **kwargs):
+    """Build a model by name, e.g. create_model('ghostnetv2_130', num_classes=10)."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
+    return _MODELS[name](**kwargs)
+
+
+def _register_with_mindcv():
+    """Make mindcv.create_model('ghostnetv2_100') build this port.
+
+    mindcv ships its own GhostNet V1 ('ghostnet_100'); that name is left to it.
+    """
+    try:
+        from mindcv.models.registry import register_model, is_model
+    except ImportError:  # mindcv is optional for the model itself
+        return
+    for name in ("ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160", "ghostnetv2_1x"):
+        if not is_model(name):
+            register_model(_MODELS[name])
+
+
+_register_with_mindcv()
