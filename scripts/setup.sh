@@ -33,8 +33,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 echo "setup.sh: installing $(basename "$REQ") into $VENV (the first --dev install takes a few minutes: torch is ~5 GB)"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r "$REQ"
+# This machine's pip config names local package folders that may not exist;
+# hide pip's warnings about them, keep everything else.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip install --quiet --upgrade pip
+quiet_pip install --quiet -r "$REQ"
 "$VENV/bin/python" -m pip check
 echo "$HASH" > "$STAMP"
 echo "setup.sh: done; activate with 'source .venv/bin/activate'"

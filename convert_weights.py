@@ -1,0 +1,40 @@
+"""Convert GhostNetV2 weights between PyTorch (official release, timm) and MindSpore.
+
+    # official release or timm -> MindSpore
+    python convert_weights.py --src ck_ghostnetv2_10.pth.tar --dst ghostnetv2_100.ckpt
+    python convert_weights.py --src model.safetensors --dst ghostnetv2_130.ckpt
+    # MindSpore -> safetensors that timm's ghostnetv2_* loads (strict)
+    python convert_weights.py --src ghostnetv2_100.ckpt --dst ghostnetv2_100.safetensors
+
+The model (width, V1/V2) and num_classes are read off the weights unless
+given. Weights that do not fit the model are listed and nothing is written.
+"""
+import argparse
+import sys
+
+from src.ghostnetv2 import list_models
+from src.weights import WeightsError, convert
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--src", required=True,
+                        help=".pth / .pth.tar / .safetensors / .ckpt file to read")
+    parser.add_argument("--dst", required=True, help=".ckpt or .safetensors file to write")
+    parser.add_argument("--model", default=None, choices=list_models(),
+                        help="model the weights belong to (default: inferred from them)")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classifier outputs (default: read off the weights)")
+    args = parser.parse_args(argv)
+    try:
+        print(convert(args.src, args.dst, args.model, args.num_classes))
+    except WeightsError as err:
+        print(f"convert_weights.py: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
