@@ -163,12 +163,14 @@ class SqueezeExcite(nn.Cell):
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, has_bias=True)
         self.act1 = nn.ReLU()
         self.conv_expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
-        self.gate = nn.HSigmoid()
+        # Hard sigmoid relu6(x + 3) / 6 written out: MindSpore 2.7.2's ONNX
+        # exporter cannot export nn.HSigmoid ("Can not find key HSigmoid").
+        self.gate = nn.ReLU6()
 
     def construct(self, x):
         scale = ops.mean(x, (2, 3), keep_dims=True)
         scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
-        return x * self.gate(scale)
+        return x * (self.gate(scale + 3.0) / 6.0)
 
 
 class GhostBottleneck(nn.Cell):
