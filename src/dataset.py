@@ -95,8 +95,12 @@ def load_rgb(path):
     Raises BadImageError (with the reason) for files that do not decode.
     """
     try:
-        if os.path.getsize(path) == 0:
-            raise BadImageError(f"{path}: empty file (0 bytes)")
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise BadImageError(f"{path}: cannot read the file ({err.strerror})") from None
+    if size == 0:
+        raise BadImageError(f"{path}: empty file (0 bytes)")
+    try:
         with Image.open(path) as img:
             img.load()  # decodes now: truncated files raise here, not later
             return to_rgb(img)
