@@ -30,7 +30,10 @@ IGNORED_SUFFIXES = (".total_ops", ".total_params", ".num_batches_tracked")
 TRAINING_STATE_PREFIXES = ("moments.", "accum.", "mean_square.", "mean_grad.", "moment1.",
                            "moment2.", "ema.", "scale_sense", "global_step", "learning_rate",
                            "current_iterator_step", "last_overflow_iterator_step",
-                           "epoch_num", "step_num", "adam_", "beta1_power", "beta2_power")
+                           "epoch_num", "step_num", "adam_", "beta1_power", "beta2_power",
+                           # nn.RMSProp's momentum buffers, mindcv TrainStep's EMA update
+                           # counter, DynamicLossScaleUpdateCell's counters (train.py checkpoints)
+                           "moment.", "updates", "cur_iter", "last_overflow_iter")
 
 
 class WeightsError(ValueError):
