@@ -1,0 +1,223 @@
+"""Export GhostNetV2 for inference: MINDIR (default), AIR (Ascend only) or ONNX.
+
+    python export.py --checkpoint_path ghostnetv2_100.ckpt
+    python export.py --checkpoint_path ck_ghostnetv2_10.pth.tar --file_format ONNX
+    python export.py --checkpoint_path best.ckpt --image_height 160 --image_width 192 \\
+        --batch_size 8 --file_name outputs/ghostnetv2_160x192
+
+The checkpoint may be a MindSpore .ckpt (training checkpoints too: EMA weights
+are preferred, optimizer state is dropped) or PyTorch .pth / .pth.tar /
+.safetensors weights (converted in memory). The model and num_classes are read
+off the weights unless given. The network is exported in inference mode
+(BatchNorm statistics, no dropout); the file is written only once the export
+succeeded.
+
+MINDIR and AIR have a fixed input shape (batch_size x 3 x H x W). ONNX files
+get a dynamic batch dimension named 'batch' (input 'image', output 'logits');
+batch_size only sets the batch the graph is traced with.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from src.ghostnetv2 import create_model, list_models
+from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_weights, \
+    read_weights
+
+FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+DEVICES = ("CPU", "GPU", "Ascend")
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+BATCH_AXIS = "batch"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done; the message says why and what to do instead."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--checkpoint_path", required=True,
+                        help=".ckpt, .pth, .pth.tar or .safetensors weights")
+    parser.add_argument("--file_format", default="MINDIR", type=str.upper, choices=sorted(FORMATS),
+                        help="MINDIR (MindSpore / MindSpore Lite / Ascend 310), AIR (Ascend, "
+                             "for ATC), ONNX (onnxruntime and other runtimes)")
+    parser.add_argument("--file_name", default=None,
+                        help="output file, the format's suffix is added if missing "
+                             "(default: the model name, in the current folder)")
+    parser.add_argument("--model", default=None, choices=list_models(),
+                        help="network of the weights (default: inferred from them)")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classifier outputs (default: read off the weights)")
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--image_height", type=int, default=224)
+    parser.add_argument("--image_width", type=int, default=224)
+    parser.add_argument("--device_target", default="CPU", choices=DEVICES,
+                        help="backend that compiles the graph; AIR needs Ascend")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
+    return args
+
+
+def output_path(file_name, file_format, model):
+    """Absolute output path with the format's suffix (MindSpore would append it anyway)."""
+    suffix = FORMATS[file_format]
+    path = file_name or model
+    if not path.lower().endswith(suffix):
+        path += suffix
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def check_backend(file_format, device_target):
+    """Fail before any work when the format cannot be produced on this backend."""
+    if file_format == "AIR" and device_target != "Ascend":
+        raise ExportError(f"AIR export needs an Ascend device (--device_target Ascend on a machine "
+                          f"with Ascend and MindSpore's Ascend package); this run targets "
+                          f"{device_target}. Export MINDIR (runs on Ascend 310 through "
+                          f"ascend310_infer/ and on MindSpore Lite) or ONNX instead.")
+    import mindspore as ms
+    try:
+        ms.set_device(device_target)
+    except RuntimeError as err:
+        raise ExportError(f"cannot use --device_target {device_target}: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def build_network(checkpoint_path, model=None, num_classes=None):
+    """The model of the weights, loaded, in inference mode; returns (net, model, summary)."""
+    if model is None or num_classes is None:
+        params, _ = read_weights(checkpoint_path)
+        model = model or infer_model(params)[0]
+        num_classes = classifier_classes(params) if num_classes is None else num_classes
+    net = create_model(model, num_classes=num_classes)
+    summary = load_weights(net, checkpoint_path)
+    net.set_train(False)
+    return net, model, summary
+
+
+def check_image_size(net, height, width):
+    if min(height, width) < net.min_input_size:
+        raise ExportError(f"--image_height/--image_width {height}x{width} is below the smallest "
+                          f"input of the network, {net.min_input_size}x{net.min_input_size}; "
+                          f"export at a larger size")
+
+
+def make_batch_dynamic(onnx_path):
+    """Give every Resize of the ONNX graph a batch-independent output size.
+
+    MindSpore 2.7.2's exporter marks the input's batch axis dynamic
+    (``dynamic_axes``) but writes each ResizeNearestNeighbor as an ONNX Resize
+    with a constant ``sizes`` of (traced batch, C, H, W): at any other batch
+    onnxruntime fails or, at batch 1, silently broadcasts to the traced batch.
+    Here ``sizes`` becomes concat(shape(x)[:1], (C, H, W)), and the output's
+    batch axis is named like the input's. Returns the number of Resize nodes
+    changed.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_path)
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
+                      for node in graph.node if node.op_type == "Constant"})
+    nodes, replaced = [], []
+    for index, node in enumerate(graph.node):
+        if node.op_type == "Resize" and len(node.input) == 4 and node.input[3] in constants:
+            sizes = f"dynamic_batch_sizes_{index}"
+            nodes += _runtime_batch_sizes(graph, node.input[0], constants[node.input[3]], sizes)
+            replaced.append(node.input[3])
+            node.input[3] = sizes
+        nodes.append(node)
+    _set_nodes(graph, nodes)
+    _remove_unused_constants(graph, set(replaced))
+    for output in graph.output:
+        output.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    onnx.checker.check_model(model)
+    onnx.save(model, onnx_path)
+    return len(replaced)
+
+
+def _runtime_batch_sizes(graph, data, traced_sizes, name):
+    """Nodes computing concat(shape(data)[0:1], traced_sizes[1:]) into ``name``
+    (opset 11 ops); their constants go to the graph's initializers."""
+    from onnx import helper, numpy_helper
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([0], np.int64), f"{name}_start"),
+        numpy_helper.from_array(np.array([1], np.int64), f"{name}_end"),
+        numpy_helper.from_array(np.asarray(traced_sizes[1:], np.int64), f"{name}_chw"),
+    ])
+    return [
+        helper.make_node("Shape", [data], [f"{name}_shape"]),
+        helper.make_node("Slice", [f"{name}_shape", f"{name}_start", f"{name}_end"],
+                         [f"{name}_batch"]),
+        helper.make_node("Concat", [f"{name}_batch", f"{name}_chw"], [name], axis=0),
+    ]
+
+
+def _set_nodes(graph, nodes):
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _remove_unused_constants(graph, names):
+    """Drop the replaced constant sizes (onnxruntime warns about unused initializers)."""
+    unused = names - {name for node in graph.node for name in node.input}
+    initializers = [init for init in graph.initializer if init.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    _set_nodes(graph, [node for node in graph.node
+                       if not (node.op_type == "Constant" and node.output[0] in unused)])
+
+
+def export_network(net, file_format, path, batch_size, height, width):
+    """Export into a scratch folder, then move the finished file to ``path``.
+
+    MindSpore accepts only [A-Za-z0-9@_-.:/\\] in file names, so the export
+    itself goes to a temporary folder; the copy to ``path`` is atomic.
+    """
+    import mindspore as ms
+    inputs = ms.Tensor(np.zeros((batch_size, 3, height, width), np.float32))
+    with tempfile.TemporaryDirectory(prefix="ghostnetv2_export_") as scratch:
+        exported = os.path.join(scratch, "net" + FORMATS[file_format])
+        if file_format == "ONNX":
+            import mindspore.onnx
+            mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
+            make_batch_dynamic(exported)
+        else:
+            ms.export(net, inputs, file_name=exported, file_format=file_format)
+        if not os.path.isfile(exported):
+            raise ExportError(f"MindSpore wrote no {file_format} file (expected {exported})")
+        atomic_write(path, lambda tmp: shutil.copyfile(exported, tmp))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_backend(args.file_format, args.device_target)
+        net, model, summary = build_network(args.checkpoint_path, args.model, args.num_classes)
+        print(summary, flush=True)
+        check_image_size(net, args.image_height, args.image_width)
+        path = output_path(args.file_name, args.file_format, model)
+        export_network(net, args.file_format, path, args.batch_size, args.image_height,
+                       args.image_width)
+    except (ExportError, WeightsError) as err:
+        print(f"export.py: error: {err}", file=sys.stderr)
+        return 1
+    batch = "dynamic batch" if args.file_format == "ONNX" else f"batch {args.batch_size}"
+    print(f"exported {model} ({net.num_classes} classes, input {batch} x 3 x "
+          f"{args.image_height} x {args.image_width}) as {args.file_format}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
