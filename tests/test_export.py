@@ -1,0 +1,127 @@
+"""export.py: the exported MINDIR and ONNX files compute the Cell's logits.
+
+The weights are a realistic reference (tests/reference.py: BatchNorm
+statistics measured on photographs, logits of order 10 that differ between
+photographs) saved as the official PyTorch release file, so export.py also
+exercises the in-memory conversion and the model inference from the weights.
+"""
+import numpy as np
+import pytest
+
+from reference import official_checkpoint, photo_spread, photos, realistic_timm_model
+
+NUM_CLASSES = 10
+TOLERANCE = 1e-3  # times the largest |logit|
+EXPORT_BATCH = 2
+# 224x224: the ImageNet size; 160x192: non-square; 97x131: odd sizes, where
+# every DFC gate is upsampled by a non-integer ratio (ResizeNearestNeighbor).
+SIZES = [(224, 224), (160, 192)]
+ONNX_SIZES = SIZES + [(97, 131)]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A realistic ghostnetv2_100 with 10 classes, as an official .pth.tar file."""
+    model = realistic_timm_model("ghostnetv2_100", num_classes=NUM_CLASSES)
+    path = tmp_path_factory.mktemp("weights") / "ck_ghostnetv2_10.pth.tar"
+    return str(official_checkpoint(model, path))
+
+
+@pytest.fixture(scope="module")
+def cell(weights):
+    from export import build_network
+    net, model, _ = build_network(weights)
+    assert model == "ghostnetv2_100"
+    return net
+
+
+@pytest.fixture(scope="module")
+def cell_logits(cell):
+    """Logits of the MindSpore Cell on 3 photographs, per input size (cached)."""
+    import mindspore as ms
+    cache = {}
+
+    def logits(size):
+        if size not in cache:
+            cache[size] = cell(ms.Tensor(photos(3, size))).asnumpy()
+            assert photo_spread(cache[size]) > 0.1, "reference logits ignore the input"
+        return cache[size]
+    return logits
+
+
+def run_export(capsys, *args):
+    """export.py's main() in this process; returns (status, stdout, stderr)."""
+    import export
+    status = export.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_close(reference, actual):
+    assert actual.shape == reference.shape
+    scale = np.abs(reference).max()
+    assert np.abs(actual - reference).max() <= TOLERANCE * scale, (
+        f"max diff {np.abs(actual - reference).max():.3g} vs max |logit| {scale:.3g}")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_mindir_matches_cell(weights, cell_logits, tmp_path, capsys, size):
+    import mindspore as ms
+    from mindspore import nn
+    status, out, err = run_export(capsys, "--checkpoint_path", weights,
+                                  "--file_name", str(tmp_path / "net"),
+                                  "--batch_size", str(EXPORT_BATCH),
+                                  "--image_height", str(size[0]), "--image_width", str(size[1]))
+    assert status == 0, err
+    path = tmp_path / "net.mindir"
+    assert str(path) in out
+    graph = nn.GraphCell(ms.load(str(path)))
+    images = photos(EXPORT_BATCH, size)
+    assert_close(cell_logits(size)[:EXPORT_BATCH], graph(ms.Tensor(images)).asnumpy())
+
+
+@pytest.mark.parametrize("size", ONNX_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_onnx_matches_cell_at_any_batch(weights, cell_logits, tmp_path, capsys, size):
+    """Traced at batch 2, run at batch 3 and 1: the batch axis is really dynamic."""
+    import onnxruntime as ort
+    status, out, err = run_export(capsys, "--checkpoint_path", weights,
+                                  "--file_format", "ONNX", "--file_name", str(tmp_path / "net"),
+                                  "--batch_size", str(EXPORT_BATCH),
+                                  "--image_height", str(size[0]), "--image_width", str(size[1]))
+    assert status == 0, err
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"
+    images, reference = photos(3, size), cell_logits(size)
+    (batch3,) = session.run(None, {"image": images})
+    assert_close(reference, batch3)
+    (batch1,) = session.run(None, {"image": images[2:]})
+    assert_close(reference[2:], batch1)
+
+
+def test_air_needs_ascend(weights, tmp_path, capsys):
+    status, _, err = run_export(capsys, "--checkpoint_path", weights,
+                                "--file_format", "AIR", "--file_name", str(tmp_path / "net"))
+    assert status != 0
+    assert "Ascend" in err and "MINDIR" in err and "ONNX" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--model", "ghostnetv2_130"], "blocks.0.0.ghost1.primary_conv.0.weight"),
+    (["--num_classes", "1000"], "classifier.weight"),
+], ids=["width", "num_classes"])
+def test_mismatched_weights_fail_naming_them(weights, tmp_path, capsys, flags, named):
+    status, _, err = run_export(capsys, "--checkpoint_path", weights,
+                                "--file_name", str(tmp_path / "net"), *flags)
+    assert status != 0
+    assert named in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_below_minimum_fails(weights, tmp_path, capsys):
+    status, _, err = run_export(capsys, "--checkpoint_path", weights,
+                                "--file_name", str(tmp_path / "net"), "--image_height", "48")
+    assert status != 0
+    assert "64x64" in err
+    assert list(tmp_path.iterdir()) == []
