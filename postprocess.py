@@ -1,0 +1,83 @@
+"""Score edge-inference results: top-1 and top-5 of the result files against labels.json.
+
+    python postprocess.py --result_path result_Files --label_file preprocess_Result/labels.json
+
+result_path holds one float32 logits file ``<input name>_0.bin`` per input,
+as written by ascend310_infer/ and src/mindir_infer.py; label_file is the one
+preprocess.py wrote. Scored with eval.py's own top-k (src/evaluation.py), so on
+the same images and weights the numbers equal eval.py's. The last line printed
+is a JSON object with top1, top5, loss and num_images.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from src.evaluation import batch_sums
+from src.mindir_infer import result_name
+
+
+class ResultsError(ValueError):
+    """Results that cannot be scored; the message says why."""
+
+
+def read_labels(label_file):
+    if not os.path.isfile(label_file):
+        raise ResultsError(f"label file not found: {label_file} (preprocess.py writes "
+                           f"labels.json next to its images folder)")
+    with open(label_file, encoding="utf-8") as f:
+        record = json.load(f)
+    if not isinstance(record.get("labels"), dict) or not record["labels"]:
+        raise ResultsError(f"{label_file} has no 'labels' mapping (not written by preprocess.py?)")
+    return record
+
+
+def read_results(result_path, input_names):
+    """(N, classes) logits in input_names' order; every input must have a result."""
+    paths = [os.path.join(result_path, result_name(name)) for name in input_names]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ResultsError(f"{len(missing)} of {len(paths)} inputs have no result in {result_path} "
+                           f"(first: {os.path.basename(missing[0])}); did inference finish?")
+    sizes = {os.path.getsize(p) for p in paths}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ResultsError(f"result files in {result_path} differ in size or are empty "
+                           f"({sorted(sizes)[:5]} bytes): results of different models mixed?")
+    return np.stack([np.fromfile(p, np.float32) for p in paths])
+
+
+def score(result_path, label_file):
+    """dict(top1, top5, loss, num_images) of the results against the labels."""
+    record = read_labels(label_file)
+    names = sorted(record["labels"])
+    labels = np.array([record["labels"][n] for n in names], np.int64)
+    logits = read_results(result_path, names)
+    if labels.max() >= logits.shape[1]:
+        raise ResultsError(f"label {labels.max()} is out of range for results of "
+                           f"{logits.shape[1]} classes: the model and the data do not match")
+    top1, top5, loss, count = batch_sums(logits, labels)
+    return dict(top1=top1 / count, top5=top5 / count, loss=loss / count, num_images=int(count))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--result_path", default="./result_Files")
+    parser.add_argument("--label_file", default="./preprocess_Result/labels.json")
+    args = parser.parse_args(argv)
+    try:
+        metrics = score(args.result_path, args.label_file)
+    except ResultsError as err:
+        print(f"postprocess.py: error: {err}", file=sys.stderr)
+        return 1
+    print(f"{metrics['num_images']} images: top-1 {100 * metrics['top1']:.2f}%, "
+          f"top-5 {100 * metrics['top5']:.2f}%, loss {metrics['loss']:.4f}")
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Turn an image folder into the binary inputs of the exported MINDIR (edge inference).
+
+    python preprocess.py --data_path /data/imagenet/val --output_path ./preprocess_Result
+
+DATA_PATH holds one sub-folder per class (the layout eval.py reads). Every
+image goes through exactly eval.py's pipeline (``src.dataset.create_eval_dataset``:
+shorter side to image_size / crop_pct, bicubic, center crop, ImageNet
+mean/std) and is written as one raw float32 file of shape 1 x 3 x S x S
+(NCHW, little-endian), the input of a batch-1 MINDIR:
+
+    OUTPUT_PATH/images/image_000000.bin, image_000001.bin, ...
+    OUTPUT_PATH/labels.json
+
+labels.json: {"labels": {file name: class index}, "class_names": [...],
+"sources": {file name: image path relative to DATA_PATH}, "image_size": S,
+"crop_pct": ...}. ``ascend310_infer`` and ``src/mindir_infer.py`` read the
+images folder; ``postprocess.py`` scores their results against labels.json.
+Undecodable files are skipped with a warning, as eval.py skips them.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+from src.dataset import DatasetError, create_eval_dataset, scan_image_folder
+from src.weights import atomic_write
+
+IMAGES_DIR = "images"
+LABEL_FILE = "labels.json"
+PROGRESS_EVERY = 1000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--data_path", required=True, help="image folder, one sub-folder per class")
+    parser.add_argument("--output_path", default="./preprocess_Result")
+    parser.add_argument("--image_size", type=int, default=224,
+                        help="side of the square input (the MINDIR's input height and width)")
+    parser.add_argument("--crop_pct", type=float, default=0.875,
+                        help="center-crop fraction of eval.py (shorter side -> image_size / crop_pct)")
+    parser.add_argument("--num_workers", type=int, default=0,
+                        help="decoding processes (0: one per core, at most 8)")
+    return parser.parse_args(argv)
+
+
+def image_file_name(index):
+    return f"image_{index:06d}.bin"
+
+
+def write_inputs(data_path, output_path, image_size, crop_pct=0.875, num_workers=0):
+    """Write one .bin per readable image and labels.json; returns the label record."""
+    dataset, class_names = create_eval_dataset(data_path, image_size, batch_size=1,
+                                               num_workers=num_workers or None, crop_pct=crop_pct)
+    images_dir = os.path.join(output_path, IMAGES_DIR)
+    os.makedirs(images_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(images_dir, "image_*.bin")):  # from an earlier run
+        os.remove(stale)
+    labels, start = [], time.time()
+    for image, label in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        name = image_file_name(len(labels))
+        image.tofile(os.path.join(images_dir, name))
+        labels.append((name, int(label[0])))
+        if len(labels) % PROGRESS_EVERY == 0:
+            print(f"  {len(labels)}/{dataset.num_files} images "
+                  f"({len(labels) / (time.time() - start):.0f}/s)", flush=True)
+    record = {
+        "labels": dict(labels),
+        "class_names": class_names,
+        "sources": source_names(data_path, labels, dataset.bad_images.paths),
+        "image_size": image_size,
+        "crop_pct": crop_pct,
+        "skipped": [os.path.relpath(p, data_path) for p in dataset.bad_images.paths],
+    }
+    atomic_write(os.path.join(output_path, LABEL_FILE),
+                 lambda tmp: _write_json(record, tmp))
+    return record
+
+
+def source_names(data_path, labels, skipped):
+    """{bin name: source image} in the dataset's order (sorted, undecodable files left out)."""
+    skipped = set(skipped)
+    samples = [(path, label) for path, label in scan_image_folder(data_path)[0]
+               if path not in skipped]
+    if [label for _, label in samples] != [label for _, label in labels]:
+        raise RuntimeError("the eval dataset's order differs from the sorted image folder; "
+                           "cannot name the source of each input")
+    return {name: os.path.relpath(path, data_path) for (name, _), (path, _) in zip(labels, samples)}
+
+
+def _write_json(record, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    try:
+        record = write_inputs(args.data_path, args.output_path, args.image_size, args.crop_pct,
+                              args.num_workers)
+    except DatasetError as err:
+        print(f"preprocess.py: error: {err}", file=sys.stderr)
+        return 1
+    skipped = f", {len(record['skipped'])} unreadable skipped" if record["skipped"] else ""
+    print(f"wrote {len(record['labels'])} inputs (1x3x{args.image_size}x{args.image_size} float32"
+          f"{skipped}) of {len(record['class_names'])} classes to "
+          f"{os.path.join(args.output_path, IMAGES_DIR)} and {LABEL_FILE} in "
+          f"{time.time() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Run an exported MINDIR on preprocess.py's binary inputs with MindSpore's Python runtime.
+
+    python src/mindir_infer.py --mindir_path ghostnetv2_100.mindir \\
+        --dataset_path preprocess_Result/images --result_path result_Files
+
+The Python-runtime twin of ascend310_infer/: the same inputs (raw float32
+1 x 3 x S x S files) and the same outputs, one ``<input name>_0.bin`` of
+float32 logits per input in result_path, so postprocess.py scores either.
+A MINDIR exported with batch_size B > 1 gets B inputs per call (the last
+call padded with zeros, whose results are not written).
+"""
+import argparse
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+
+FLOAT32_BYTES = 4
+
+
+class MindirError(ValueError):
+    """A MINDIR / input mismatch; the message says how to fix it."""
+
+
+def mindir_io_shapes(path):
+    """(input shape, output shape) of a single-input, single-output MINDIR, read
+    from the file's protobuf (a loaded graph does not expose them)."""
+    from mindspore.train.mind_ir_pb2 import ModelProto
+    if not os.path.isfile(path):
+        raise MindirError(f"MINDIR file not found: {path}")
+    model = ModelProto()
+    with open(path, "rb") as f:
+        try:
+            model.ParseFromString(f.read())
+        except Exception as err:  # protobuf's DecodeError and friends
+            raise MindirError(f"{path} is not a MINDIR file ({err})") from None
+    inputs = [tuple(t.dims) for i in model.graph.input for t in i.tensor]
+    outputs = [tuple(t.dims) for o in model.graph.output for t in o.tensor]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise MindirError(f"{path}: expected one input and one output, found {len(inputs)} "
+                          f"and {len(outputs)} (export it with export.py)")
+    return inputs[0], outputs[0]
+
+
+def square_image_size(path):
+    """S of a MINDIR whose input is B x 3 x S x S (what preprocess.py writes)."""
+    shape, _ = mindir_io_shapes(path)
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+        raise MindirError(f"{path} takes input {'x'.join(map(str, shape))}; preprocess.py "
+                          f"writes square B x 3 x S x S images: export with "
+                          f"--image_height S --image_width S")
+    return shape[2]
+
+
+def input_files(dataset_path, input_shape):
+    """Sorted .bin inputs, checked to hold one image of the MINDIR's input each."""
+    files = sorted(glob.glob(os.path.join(dataset_path, "*.bin")))
+    if not files:
+        raise MindirError(f"no .bin inputs in {dataset_path} (run preprocess.py first and pass "
+                          f"its images folder)")
+    expected = int(np.prod(input_shape[1:])) * FLOAT32_BYTES
+    wrong = [f for f in files if os.path.getsize(f) != expected]
+    if wrong:
+        raise MindirError(f"{len(wrong)} of {len(files)} inputs in {dataset_path} are not "
+                          f"{'x'.join(map(str, input_shape[1:]))} float32 images (e.g. "
+                          f"{os.path.basename(wrong[0])}: {os.path.getsize(wrong[0])} bytes); "
+                          f"preprocess with --image_size {input_shape[-1]} or export the MINDIR "
+                          f"at the preprocessed size")
+    return files
+
+
+def result_name(input_file):
+    """ascend310_infer's naming: <input name without .bin>_0.bin (output 0)."""
+    return os.path.splitext(os.path.basename(input_file))[0] + "_0.bin"
+
+
+def run(mindir_path, dataset_path, result_path, device_target="CPU"):
+    """Write one logits file per input; returns (number of inputs, mean ms per call after
+    the first, ms of the first call)."""
+    import mindspore as ms
+    from mindspore import nn
+    input_shape, _ = mindir_io_shapes(mindir_path)
+    files = input_files(dataset_path, input_shape)
+    ms.set_device(device_target)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = nn.GraphCell(ms.load(mindir_path))
+    print(f"loaded {mindir_path} (input {'x'.join(map(str, input_shape))}); "
+          f"{len(files)} inputs from {dataset_path}", flush=True)
+    os.makedirs(result_path, exist_ok=True)
+    batch = input_shape[0]
+    times = []
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        images = np.zeros(input_shape, np.float32)
+        for i, path in enumerate(chunk):
+            images[i] = np.fromfile(path, np.float32).reshape(input_shape[1:])
+        tic = time.perf_counter()
+        logits = net(ms.Tensor(images)).asnumpy()
+        times.append(time.perf_counter() - tic)
+        for i, path in enumerate(chunk):
+            logits[i].astype(np.float32).tofile(os.path.join(result_path, result_name(path)))
+    # The first call includes graph compilation; report it apart, like a warm-up.
+    steady = times[1:] or times
+    return len(files), 1000 * float(np.mean(steady)), 1000 * times[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--mindir_path", required=True)
+    parser.add_argument("--dataset_path", help="folder of preprocessed .bin inputs")
+    parser.add_argument("--result_path", default="./result_Files")
+    parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
+    parser.add_argument("--print_image_size", action="store_true",
+                        help="only print S of the MINDIR's B x 3 x S x S input and exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.print_image_size:
+            print(square_image_size(args.mindir_path))
+            return 0
+        if not args.dataset_path:
+            parser.error("--dataset_path is required")
+        count, mean_ms, first_ms = run(args.mindir_path, args.dataset_path, args.result_path,
+                                       args.device_target)
+    except MindirError as err:
+        print(f"mindir_infer.py: error: {err}", file=sys.stderr)
+        return 1
+    print(f"inference of {count} inputs: {mean_ms:.2f} ms per call on average "
+          f"(first call with graph compilation {first_ms:.0f} ms); results in {args.result_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
