@@ -1,0 +1,65 @@
+"""Top-1 / top-5 / loss over an evaluation dataset, every image counted once.
+
+Batches are padded to the full batch size (and the padding masked out), so
+the network compiles once however many images the last batch holds.
+"""
+import time
+
+import numpy as np
+
+
+def log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def batch_sums(logits, labels):
+    """[top-1 correct, top-5 correct, summed cross-entropy, images] of one batch
+    (top-5 is top-k with k = min(5, classes))."""
+    logits = logits.astype(np.float64)
+    k = min(5, logits.shape[1])
+    top_k = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    hits = top_k == labels[:, None]
+    loss = -log_softmax(logits)[np.arange(len(labels)), labels]
+    return np.array([hits[:, 0].sum(), hits.any(axis=1).sum(), loss.sum(), len(labels)], np.float64)
+
+
+def pad_batch(images, batch_size):
+    if len(images) == batch_size:
+        return images
+    padding = np.zeros((batch_size - len(images),) + images.shape[1:], images.dtype)
+    return np.concatenate([images, padding])
+
+
+def evaluate(net, batches, batch_size, reduce_sum=None, progress=None):
+    """Score ``net`` on an iterable of (images, labels) numpy batches.
+
+    reduce_sum: adds the per-rank sums across ranks (distributed evaluation).
+    progress: called as progress(images_done) after every batch.
+    Returns dict(top1, top5, loss, num_images, seconds, images_per_s).
+    """
+    import mindspore as ms
+    net.set_train(False)
+    sums = np.zeros(4, np.float64)
+    start = time.time()
+    for images, labels in batches:
+        count = len(labels)
+        if count > batch_size:
+            raise ValueError(f"a batch of {count} images is larger than batch_size {batch_size}")
+        logits = net(ms.Tensor(pad_batch(images, batch_size))).asnumpy()[:count]
+        if labels.max(initial=0) >= logits.shape[1]:
+            raise ValueError(f"label {labels.max()} is out of range for a model with "
+                             f"{logits.shape[1]} classes: the data has more classes than the model")
+        sums += batch_sums(logits, labels.astype(np.int64))
+        if progress is not None:
+            progress(int(sums[3]))
+    if reduce_sum is not None:
+        sums = reduce_sum(sums)
+    seconds = time.time() - start
+    num_images = int(round(sums[3]))
+    if num_images == 0:
+        return dict(top1=0.0, top5=0.0, loss=float("nan"), num_images=0, seconds=seconds,
+                    images_per_s=0.0)
+    return dict(top1=sums[0] / num_images, top5=sums[1] / num_images, loss=sums[2] / num_images,
+                num_images=num_images, seconds=seconds,
+                images_per_s=num_images / max(seconds, 1e-9))

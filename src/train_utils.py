@@ -1,0 +1,208 @@
+"""Training glue around mindcv: checks of the recipe, loss, optimizer, learning
+rate schedule, mixed precision, loss scaling and the EMA train step.
+
+mindcv does the work (``create_loss``, ``create_optimizer``,
+``create_scheduler``, ``auto_mixed_precision``, ``TrainStep``); this module
+only maps the recipe's keys onto it and checks them first, so that a wrong
+value is one clear message and not a traceback from deep inside.
+"""
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+
+_logger = logging.getLogger(__name__)
+
+DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
+OPTIMIZERS = ("momentum", "sgd", "nesterov", "rmsprop", "adamw", "adam")
+SCHEDULERS = ("cosine_decay", "step_decay", "exponential_decay", "constant")
+AMP_LEVELS = ("O0", "O1", "O2", "O3")
+LOSS_SCALE_TYPES = ("fixed", "dynamic")
+
+
+class ConfigError(ValueError):
+    """A recipe value that cannot work; the message names the key and the fix."""
+
+
+def check_choice(config, key, choices):
+    if config[key] not in choices:
+        raise ConfigError(f"--{key} {config[key]!r} is not supported; choose one of "
+                          f"{', '.join(map(str, choices))}")
+
+
+def check_positive(config, *keys, allow_zero=False):
+    for key in keys:
+        value = config[key]
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(f"--{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def check_train_config(config):
+    """Raise ConfigError for values no run can use."""
+    check_choice(config, "device_target", DEVICE_TARGETS)
+    check_choice(config, "optimizer", OPTIMIZERS)
+    check_choice(config, "lr_scheduler", SCHEDULERS)
+    check_choice(config, "amp_level", AMP_LEVELS)
+    check_choice(config, "loss_scale_type", LOSS_SCALE_TYPES)
+    check_positive(config, "batch_size", "epoch_size", "lr", "image_size", "num_classes",
+                   "save_every", "keep_checkpoint_max", "log_interval", "loss_scale")
+    check_positive(config, "weight_decay", "warmup_epochs", "label_smoothing", "num_workers",
+                   "val_interval", "dropout", "re_prob", "color_jitter", allow_zero=True)
+    if config.warmup_epochs > config.epoch_size:
+        raise ConfigError(f"--warmup_epochs ({config.warmup_epochs}) must not exceed "
+                          f"--epoch_size ({config.epoch_size})")
+    if not 0 <= config.label_smoothing < 1:
+        raise ConfigError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if not 0 < config.crop_pct <= 1:
+        raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
+    if config.ema and not 0 < config.ema_decay < 1:
+        raise ConfigError(f"--ema_decay must be in (0, 1), got {config.ema_decay}")
+
+
+def check_image_size(net, image_size, key="image_size"):
+    minimum = getattr(net, "min_input_size", 1)
+    if image_size < minimum:
+        raise ConfigError(f"--{key} {image_size} is under the model's minimum input size "
+                          f"{minimum}; use --{key} {minimum} or more (resize small images up)")
+
+
+def set_seed(seed):
+    import mindspore as ms
+    random.seed(seed)
+    np.random.seed(seed)
+    ms.set_seed(seed)
+    ms.dataset.config.set_seed(seed)
+
+
+def set_device(device_target):
+    """Graph mode on the requested device; a clear error when this MindSpore lacks it."""
+    import mindspore as ms
+    from mindspore import hal
+    if device_target not in DEVICE_TARGETS:
+        raise ConfigError(f"--device_target {device_target!r} is not supported; choose one of "
+                          f"{', '.join(DEVICE_TARGETS)}")
+    if not hal.is_available(device_target):
+        available = [d for d in DEVICE_TARGETS if hal.is_available(d)]
+        raise ConfigError(f"--device_target {device_target} is not available in this MindSpore "
+                          f"installation ({ms.__version__}); available here: "
+                          f"{', '.join(available)}. Pass --device_target {available[0]}, or install "
+                          f"the MindSpore build for {device_target}.")
+    ms.set_context(mode=ms.GRAPH_MODE, device_target=device_target)
+    if device_target != "CPU" and os.environ.get("DEVICE_ID", "").isdigit():
+        ms.set_context(device_id=int(os.environ["DEVICE_ID"]))  # rank-table launch
+
+
+def setup_logging(log_file=None, rank_id=0, rank_size=1):
+    """Progress to stdout on every rank (the launcher keeps one log per rank);
+    rank 0 also appends to log_file."""
+    prefix = f"[rank {rank_id}] " if rank_size > 1 else ""
+    formatter = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s",
+                                  datefmt="%Y-%m-%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # mindcv's own loggers say things like "AUTO weight decay filter" we have checked.
+    logging.getLogger("mindcv").setLevel(logging.ERROR)
+
+
+# ------------------------------------------------------------------ recipe -> mindcv
+
+def augment_args(config):
+    """The recipe's augmentation keys as ``src.dataset.train_transforms`` arguments."""
+    return dict(scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
+                vflip=config.vflip, color_jitter=config.color_jitter,
+                auto_augment=config.auto_augment or None, interpolation=config.interpolation,
+                re_prob=config.re_prob, re_value=config.re_value)
+
+
+def lr_schedule(config, steps_per_epoch):
+    """Per-step learning rates of the whole run (mindcv create_scheduler):
+    linear warmup from warmup_lr, then step / cosine / exponential decay."""
+    from mindcv.scheduler import create_scheduler
+    decay_epochs = config.decay_epochs
+    if config.lr_scheduler == "cosine_decay":
+        decay_epochs = config.epoch_size - config.warmup_epochs  # one cosine over the rest
+    lrs = create_scheduler(steps_per_epoch, scheduler=config.lr_scheduler, lr=config.lr,
+                           min_lr=config.min_lr, warmup_epochs=config.warmup_epochs,
+                           warmup_factor=config.warmup_lr / config.lr, decay_epochs=decay_epochs,
+                           decay_rate=config.decay_rate, num_epochs=config.epoch_size)
+    return [float(lr) for lr in lrs]
+
+
+def create_optimizer(net, config, lrs):
+    """mindcv optimizer; weight_decay_filter 'norm_and_bias' puts BN gamma/beta and
+    all biases (the 1-D parameters of GhostNetV2) in a group without weight decay."""
+    from mindcv.optim import create_optimizer as mindcv_create_optimizer
+    # eps: RMSProp's (TF style: inside the square root); mindcv's AdamW keeps its own 1e-8.
+    extra = {"decay": config.rmsprop_decay} if config.optimizer == "rmsprop" else {}
+    return mindcv_create_optimizer(net, opt=config.optimizer, lr=lrs,
+                                   weight_decay=config.weight_decay, momentum=config.momentum,
+                                   nesterov=config.optimizer == "nesterov",
+                                   weight_decay_filter=config.weight_decay_filter,
+                                   eps=config.eps, **extra)
+
+
+def effective_amp_level(config):
+    """O0 on the CPU (no float16 kernels worth having there)."""
+    if config.device_target == "CPU":
+        if config.amp_level != "O0":
+            _logger.info("amp_level %s -> O0: the CPU trains in float32", config.amp_level)
+        return "O0"
+    return config.amp_level
+
+
+def loss_scale_sense(config):
+    """TrainStep's scale_sense: a fixed Tensor, or mindcv's dynamic update cell
+    (which skips the update of a step whose gradients overflowed)."""
+    import mindspore as ms
+    from mindspore.train import DynamicLossScaleManager
+    if config.device_target == "CPU":
+        # float32 needs no loss scaling, and mindcv's TrainStep supports only a
+        # fixed scale on the CPU.
+        return ms.Tensor(1.0, ms.float32)
+    if config.loss_scale_type == "dynamic":
+        return DynamicLossScaleManager(init_loss_scale=config.loss_scale, scale_factor=2,
+                                       scale_window=2000).get_update_cell()
+    return ms.Tensor(config.loss_scale, ms.float32)
+
+
+def create_train_step(net, config, optimizer):
+    """mindcv's TrainStep: forward + loss, (scaled) gradients, all-reduce in data
+    parallel, optimizer update, EMA of every parameter (saved as 'ema.<name>')."""
+    from mindcv.loss import create_loss
+    from mindcv.utils.amp import auto_mixed_precision
+    from mindcv.utils.train_step import TrainStep
+    from mindcv.utils.trainer_factory import add_loss_network
+    amp_level = effective_amp_level(config)
+    auto_mixed_precision(net, amp_level)
+    loss = create_loss("CE", label_smoothing=config.label_smoothing)
+    net_with_loss = add_loss_network(net, loss, amp_level)
+    step = TrainStep(net_with_loss, optimizer, scale_sense=loss_scale_sense(config),
+                     ema=config.ema, ema_decay=config.ema_decay)
+    return step.set_train()
+
+
+def parameters_by_name(cell):
+    return {p.name: p for p in cell.get_parameters()}
+
+
+def copy_weights(source, target, prefer_ema=True):
+    """Copy the weights of TrainStep ``source`` into network ``target`` (EMA
+    copies where present and preferred); used to validate what gets saved."""
+    import mindspore as ms
+    params = parameters_by_name(source)
+    for param in target.get_parameters():
+        src = params.get(f"ema.{param.name}") if prefer_ema else None
+        src = src if src is not None else params[param.name]
+        param.set_data(ms.Tensor(src.asnumpy()))

@@ -1,0 +1,391 @@
+"""Train GhostNetV2 on an ImageNet-style folder (one sub-folder per class).
+
+    python train.py --config_path config/ghostnetv2_100_digits.yaml \\
+        --data_path data/digits/train --val_data_path data/digits/val --device_target CPU
+
+Every key of the yaml recipe is also a ``--key value`` flag. Under msrun (or a
+rank-table launch with RANK_SIZE > 1) it trains data-parallel: gradients
+averaged over the ranks, each rank reading its own shard, rank 0 writing the
+checkpoints, metrics and plot.
+
+Resuming: ``--resume FILE`` or ``--resume auto`` (the newest checkpoint in
+output_dir) restores weights, optimizer state, EMA, the epoch and the position
+in the learning-rate schedule. Fine-tuning: ``--pretrained FILE`` (.ckpt,
+.pth, .safetensors); another num_classes drops the classifier.
+"""
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from src import checkpoint as ckpt  # noqa: E402
+from src.dataset import DatasetError, create_eval_dataset, create_train_dataset  # noqa: E402
+from src.distributed import (all_reduce_sum, init_distributed, launched_distributed,  # noqa: E402
+                             param_digest)
+from src.evaluation import evaluate  # noqa: E402
+from src.ghostnetv2 import create_model  # noqa: E402
+from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
+from src.model_utils.config import config_to_yaml, get_config  # noqa: E402
+from src.train_utils import (ConfigError, augment_args, check_image_size,  # noqa: E402
+                             check_train_config, copy_weights, create_optimizer, create_train_step,
+                             effective_amp_level, lr_schedule, set_device, set_seed, setup_logging)
+from src.weights import WeightsError, atomic_write, classifier_classes, load_weights, read_weights  # noqa: E402
+
+_logger = logging.getLogger("train")
+
+# Keys a recipe may leave out (the yaml wins where it has them).
+TRAIN_DEFAULTS = dict(
+    model="ghostnetv2_100", num_classes=1000, dropout=0.2, pretrained="",
+    data_path="", val_data_path="", image_size=224, crop_pct=0.875, num_workers=0,
+    scale=[0.08, 1.0], ratio=[0.75, 1.333], hflip=0.5, vflip=0.0, color_jitter=0.4,
+    auto_augment="", interpolation="bicubic", re_prob=0.0, re_value="random",
+    batch_size=128, epoch_size=100, optimizer="momentum", lr=0.1, momentum=0.9,
+    rmsprop_decay=0.9, eps=0.001, weight_decay=1e-5, weight_decay_filter="norm_and_bias",
+    label_smoothing=0.1, lr_scheduler="cosine_decay", decay_epochs=2.4, decay_rate=0.973,
+    min_lr=1e-5, warmup_epochs=0, warmup_lr=1e-6, ema=False, ema_decay=0.9999, amp_level="O0",
+    loss_scale_type="fixed", loss_scale=1.0, device_target="CPU", output_dir="./outputs/run",
+    save_every=1, keep_checkpoint_max=10, val_interval=1, resume="", seed=1, log_interval=20)
+# With dynamic loss scaling an overflowing step is skipped (weights unchanged);
+# this many non-finite losses in a row still stop the run.
+MAX_NONFINITE_WITH_LOSS_SCALE = 20
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask the loop to save and stop after the current step;
+    a second signal stops at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def install(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        _logger.warning("%s received: saving a checkpoint after the current step, then "
+                        "stopping (send it again to stop at once)", signal.Signals(signum).name)
+
+
+def parse_config(argv=None):
+    config = get_config("Train GhostNetV2 (every recipe key is a --key flag)", argv,
+                        extra_defaults=TRAIN_DEFAULTS)
+    check_train_config(config)
+    if not config.data_path:
+        raise ConfigError("no training data: pass --data_path DIR (DIR/<class>/<images>)")
+    config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
+    return config
+
+
+def endless_batches(dataset):
+    """Batches forever, one data epoch after another (the loop counts epochs
+    itself, so a skipped unreadable image never changes the steps per epoch)."""
+    iterator = dataset.create_tuple_iterator(num_epochs=-1)
+    while True:
+        count = 0
+        for batch in iterator:
+            count += 1
+            yield batch
+        if count == 0:
+            raise DatasetError("the training data yielded no batch (are all images unreadable?)")
+
+
+def epoch_batches(iterator):
+    """One pass of a num_epochs=-1 iterator, as numpy batches."""
+    for images, labels in iterator:
+        yield images.asnumpy(), labels.asnumpy()
+
+
+def nan_if_none(value):
+    return float("nan") if value is None else value
+
+
+def format_seconds(seconds):
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def resolve_resume(config):
+    """The checkpoint to resume from (None: fresh run); refuses to start a
+    fresh run over an existing run's checkpoints."""
+    existing = ckpt.find_existing_run(config.output_dir)
+    if config.resume == "auto":
+        path = ckpt.latest_checkpoint(config.output_dir)
+        if path is None:
+            _logger.info("--resume auto: no checkpoint in %s, starting a fresh run", config.output_dir)
+        return path
+    if config.resume:
+        return os.path.abspath(os.path.expanduser(config.resume))
+    if existing:
+        raise ConfigError(
+            f"{config.output_dir} already holds a training run ({', '.join(existing[:4])}"
+            f"{' ...' if len(existing) > 4 else ''}); a fresh run would overwrite its checkpoints. "
+            "Continue it with --resume auto, or pass another --output_dir")
+    return None
+
+
+def build_network(config, rank_id):
+    net = create_model(config.model, num_classes=config.num_classes, dropout=config.dropout)
+    check_image_size(net, config.image_size)
+    if config.pretrained:
+        path = os.path.abspath(os.path.expanduser(config.pretrained))
+        params, _ = read_weights(path)
+        file_classes = classifier_classes(params)
+        drop = file_classes != config.num_classes
+        summary = load_weights(net, path, drop_classifier=drop)
+        _logger.info("pretrained: %s", summary)
+        if drop:
+            _logger.info("pretrained: the file's classifier has %d classes, this run %d: "
+                         "classifier dropped and trained from scratch", file_classes,
+                         config.num_classes)
+    return net
+
+
+class Trainer:
+    """One training run: the loop, validation, checkpoints, metrics."""
+
+    def __init__(self, config, rank_id, rank_size):
+        self.config = config
+        self.rank_id, self.rank_size = rank_id, rank_size
+        self.is_main = rank_id == 0
+        self.stop = StopRequest()
+        self.checkpoints = ckpt.CheckpointManager(config.output_dir, config.model,
+                                                  config.keep_checkpoint_max, self.is_main)
+        self.metrics = MetricsLog(os.path.join(config.output_dir, "metrics.jsonl"), self.is_main)
+        self.last_saved = None
+
+    # ---------------------------------------------------------- set-up
+    def setup(self, resume_path):
+        config = self.config
+        workers = config.num_workers or None
+        self.train_data, class_names = create_train_dataset(
+            config.data_path, config.image_size, config.batch_size, workers, self.rank_id,
+            self.rank_size, augment=augment_args(config))
+        _logger.info("train data: %s (%d classes, %d images on this rank, %d decoding workers)",
+                     config.data_path, len(class_names), self.train_data.num_files,
+                     self.train_data.num_workers)
+        if len(class_names) > config.num_classes:
+            raise ConfigError(f"{config.data_path} has {len(class_names)} classes but "
+                              f"--num_classes is {config.num_classes}; pass --num_classes "
+                              f"{len(class_names)}")
+        self.val_data = None
+        if config.val_data_path:
+            self.val_data, _ = create_eval_dataset(
+                config.val_data_path, config.image_size, config.batch_size, workers,
+                self.rank_id, self.rank_size, config.crop_pct, class_names=class_names)
+            _logger.info("val data: %s (%d images on this rank)", config.val_data_path,
+                         self.val_data.num_files)
+        self.steps_per_epoch = self.train_data.num_files // config.batch_size
+        self.lrs = lr_schedule(config, self.steps_per_epoch)
+        self.net = build_network(config, self.rank_id)
+        optimizer = create_optimizer(self.net, config, self.lrs)
+        self.train_step = create_train_step(self.net, config, optimizer)
+        self.optimizer = optimizer
+        self.start_epoch, self.start_step = 0, 0
+        if resume_path:
+            self.resume(resume_path)
+        self.records = self.metrics.truncate_after(self.start_epoch)
+        self.best_top1 = best_value(self.records)
+        if self.val_data is not None:
+            self.eval_net = create_model(config.model, num_classes=config.num_classes,
+                                         dropout=config.dropout)
+            from mindcv.utils.amp import auto_mixed_precision
+            auto_mixed_precision(self.eval_net, effective_amp_level(config))
+            self.val_iterator = self.val_data.create_tuple_iterator(num_epochs=-1)
+
+    def resume(self, path):
+        epoch, global_step, step_in_epoch = ckpt.restore_training_state(self.train_step, path)
+        if epoch >= self.config.epoch_size:
+            raise ConfigError(f"{path} has already trained {epoch} epochs (--epoch_size "
+                              f"{self.config.epoch_size}); raise --epoch_size to train on")
+        if not 0 <= step_in_epoch < self.steps_per_epoch:
+            _logger.warning("%s stopped at step %d of an epoch, but an epoch now has %d steps: "
+                            "restarting epoch %d", path, step_in_epoch, self.steps_per_epoch,
+                            epoch + 1)
+            step_in_epoch = 0
+        expected_step = epoch * self.steps_per_epoch + step_in_epoch
+        if global_step != expected_step:
+            # another batch size or device count: keep the schedule in step with the epochs
+            _logger.warning("%s: optimizer step %d does not match epoch %d step %d of this run "
+                            "(%d steps per epoch); the lr schedule continues at step %d", path,
+                            global_step, epoch, step_in_epoch, self.steps_per_epoch, expected_step)
+            import mindspore as ms
+            self.optimizer.global_step.set_data(ms.Tensor([expected_step], ms.int32))
+        self.start_epoch, self.start_step = epoch, step_in_epoch
+        _logger.info("resumed from %s: %d epochs done, continuing at epoch %d step %d with lr %.6g",
+                     path, epoch, epoch + 1, step_in_epoch, self.lrs[expected_step])
+
+    # ---------------------------------------------------------- loop
+    def run(self):
+        config = self.config
+        total_steps = config.epoch_size * self.steps_per_epoch
+        global_step = self.start_epoch * self.steps_per_epoch + self.start_step
+        global_batch = config.batch_size * self.rank_size
+        _logger.info("training %s: %d epochs x %d steps, batch %d x %d devices, lr %g (global "
+                     "batch %d), %s, %s schedule, EMA %s, amp %s", config.model, config.epoch_size,
+                     self.steps_per_epoch, config.batch_size, self.rank_size, config.lr,
+                     global_batch, config.optimizer, config.lr_scheduler,
+                     config.ema_decay if config.ema else "off", effective_amp_level(config))
+        batches = endless_batches(self.train_data)
+        self.stop.install()
+        nonfinite = 0
+        run_start, timed_steps, timed_seconds = time.time(), 0, 0.0
+        _logger.info("compiling the training graph (the first step takes a while)")
+        for epoch in range(self.start_epoch, config.epoch_size):
+            epoch_start, losses = time.time(), []
+            first = self.start_step if epoch == self.start_epoch else 0
+            window_start, window_images = time.time(), 0
+            for step in range(first, self.steps_per_epoch):
+                images, labels = next(batches)
+                step_start = time.time()
+                loss = float(self.train_step(images, labels).asnumpy())
+                global_step += 1
+                if global_step > self.start_epoch * self.steps_per_epoch + self.start_step + 1:
+                    timed_steps += 1
+                    timed_seconds += time.time() - step_start
+                else:  # the first step compiles: leave it out of the speed and the ETA
+                    window_start = time.time()
+                if not math.isfinite(loss):
+                    nonfinite += 1
+                    if self.nonfinite_is_fatal(nonfinite):
+                        return self.stop_nonfinite(loss, epoch, step)
+                    continue
+                nonfinite = 0
+                losses.append(loss)
+                window_images += global_batch if timed_steps else 0
+                if (step + 1) % config.log_interval == 0 or step + 1 == self.steps_per_epoch:
+                    elapsed = time.time() - window_start
+                    per_step = timed_seconds / timed_steps if timed_steps else 0.0
+                    _logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g %.1f img/s ETA %s",
+                                 epoch + 1, config.epoch_size, step + 1, self.steps_per_epoch,
+                                 loss, self.lrs[global_step - 1], window_images / max(elapsed, 1e-9),
+                                 format_seconds(per_step * (total_steps - global_step)))
+                    window_start, window_images = time.time(), 0
+                if self.stop.signum is not None:
+                    return self.stop_signal(epoch, step + 1)
+            self.end_epoch(epoch + 1, losses, time.time() - epoch_start, global_step)
+            if self.stop.signum is not None:
+                return self.stop_signal(epoch + 1, 0)
+        self.finish(time.time() - run_start)
+        return 0
+
+    def nonfinite_is_fatal(self, count):
+        scaled = self.config.device_target != "CPU" and self.config.loss_scale_type == "dynamic"
+        return count > (MAX_NONFINITE_WITH_LOSS_SCALE if scaled else 0)
+
+    def validate(self):
+        copy_weights(self.train_step, self.eval_net, prefer_ema=self.config.ema)
+        reduce = all_reduce_sum if self.rank_size > 1 else None
+        return evaluate(self.eval_net, epoch_batches(self.val_iterator), self.config.batch_size,
+                        reduce_sum=reduce)
+
+    def end_epoch(self, epoch, losses, seconds, global_step):
+        config = self.config
+        record = dict(epoch=epoch, global_step=global_step,
+                      train_loss=float(np.mean(losses)) if losses else None,
+                      lr=self.lrs[global_step - 1], epoch_time=round(seconds, 2),
+                      images_per_s=round(len(losses) * config.batch_size * self.rank_size /
+                                         max(seconds, 1e-9), 2))
+        final = epoch == config.epoch_size
+        validate = self.val_data is not None and (
+            final or (config.val_interval and epoch % config.val_interval == 0))
+        if validate:
+            result = self.validate()
+            record.update(val_loss=result["loss"], top1=result["top1"], top5=result["top5"],
+                          val_images=result["num_images"])
+            _logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.4f, top-5 %.4f "
+                         "(%d images%s), %.1f s", epoch, config.epoch_size, nan_if_none(record["train_loss"]), result["loss"], result["top1"], result["top5"],
+                         result["num_images"], ", EMA weights" if config.ema else "", seconds)
+        else:
+            _logger.info("epoch %d/%d: train loss %.4f, %.1f s", epoch, config.epoch_size,
+                         nan_if_none(record["train_loss"]), seconds)
+        is_best = validate and (self.best_top1 is None or record["top1"] > self.best_top1)
+        if is_best:
+            self.best_top1 = record["top1"]
+        written = self.checkpoints.save_epoch_end(
+            self.train_step, epoch, numbered=final or epoch % config.save_every == 0, best=is_best)
+        self.last_saved = written[0]
+        if self.is_main:
+            _logger.info("saved %s", ", ".join(os.path.basename(p) for p in written))
+        self.metrics.append(record)
+        self.records.append(record)
+
+    def finish(self, seconds):
+        config = self.config
+        digest = param_digest(self.net)
+        if self.is_main:
+            png = plot_metrics(self.records, os.path.join(config.output_dir, "metrics.png"),
+                               title=f"{config.model} on {config.data_path}")
+            _logger.info("curves: %s; metrics: %s", png, self.metrics.path)
+            best = f"{self.best_top1:.4f}" if self.best_top1 is not None else "n/a"
+            _logger.info("done in %s: best val top-1 %s; checkpoints in %s (best.ckpt, last.ckpt)",
+                         format_seconds(seconds), best, config.output_dir)
+        _logger.info("rank %d of %d: param_digest=%s", self.rank_id, self.rank_size, digest)
+
+    def stop_signal(self, epoch, step_in_epoch):
+        name = signal.Signals(self.stop.signum).name
+        if step_in_epoch == 0:
+            path = self.checkpoints.path(ckpt.LAST)  # written at the end of that epoch
+        else:
+            path = self.checkpoints.save(self.train_step, epoch, ckpt.INTERRUPTED, step_in_epoch)
+        if self.is_main:
+            _logger.warning("stopped by %s at epoch %d step %d; saved %s. Continue with "
+                            "--resume auto --output_dir %s", name, epoch + (step_in_epoch > 0),
+                            step_in_epoch, path, self.config.output_dir)
+        return 128 + self.stop.signum
+
+    def stop_nonfinite(self, loss, epoch, step):
+        kept = self.last_saved or ckpt.latest_checkpoint(self.config.output_dir)
+        _logger.error("the loss became %s at epoch %d step %d: training diverged and stops here "
+                      "without saving. Last good checkpoint: %s. Lower --lr (or warm up longer "
+                      "with --warmup_epochs) and resume with --resume FILE", loss, epoch + 1,
+                      step + 1, kept or "none yet")
+        return 3
+
+
+def write_run_config(config):
+    path = os.path.join(config.output_dir, "config.yaml")
+    text = config_to_yaml(config)
+    atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
+
+
+def main(argv=None):
+    try:
+        config = parse_config(argv)
+    except ConfigError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    rank_id, rank_size = 0, 1
+    try:
+        set_device(config.device_target)
+        if launched_distributed():
+            rank_id, rank_size = init_distributed()
+            if os.environ.get("MS_ROLE") == "MS_SCHED":
+                return 0  # msrun's scheduler process: it only coordinates the workers
+        resume_path = resolve_resume(config)
+        log_file = os.path.join(config.output_dir, "train.log") if rank_id == 0 else None
+        setup_logging(log_file, rank_id, rank_size)
+        _logger.info("config: %s", config.config_path)
+        set_seed(config.seed)
+        trainer = Trainer(config, rank_id, rank_size)
+        trainer.setup(resume_path)
+        if rank_id == 0:
+            write_run_config(config)
+        return trainer.run()
+    except (ConfigError, DatasetError, WeightsError, ckpt.CheckpointError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
