@@ -3,28 +3,32 @@
 # preprocessed inputs and result files as run_infer_310.sh, so the flow can be
 # checked (and its top-1 / top-5 compared with eval.py's) without an Ascend 310.
 #
-#   bash scripts/run_infer_cpu.sh MINDIR_PATH DATA_PATH [OUTPUT_DIR]
+#   bash scripts/run_infer_cpu.sh MINDIR_PATH DATA_PATH
 #
 # MINDIR_PATH: exported with export.py (square input, any batch size).
 # DATA_PATH:   image folder, one sub-folder per class (as for eval.py).
-# OUTPUT_DIR:  default ./infer_cpu; gets preprocess_Result/, result_Files/ and
-#              preprocess.log, infer.log, acc.log. acc.log's last line is a
-#              JSON object with top1, top5, loss and num_images.
+# Output goes to $INFER_OUTPUT_DIR (default ./infer_cpu): preprocess_Result/,
+# result_Files/ and preprocess.log, infer.log, acc.log; acc.log's last line is
+# a JSON object with top1, top5, loss and num_images.
 set -euo pipefail
 
 usage() {
     sed -n '6,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
-if [[ $# -lt 2 || $# -gt 3 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     usage
-    [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && exit 0 || exit 2
+    exit 0
+fi
+if [[ $# -ne 2 ]]; then
+    usage >&2
+    exit 2
 fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/infer_common.sh"
 MINDIR_PATH="$(absolute_file "$1" "MINDIR_PATH")"
 DATA_PATH="$(absolute_dir "$2" "DATA_PATH")"
-OUTPUT_DIR="${3:-./infer_cpu}"
+OUTPUT_DIR="${INFER_OUTPUT_DIR:-./infer_cpu}"
 mkdir -p "$OUTPUT_DIR"
 OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
 
