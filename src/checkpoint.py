@@ -27,9 +27,9 @@ _logger = logging.getLogger(__name__)
 EPOCH_KEY = "epoch_num"
 STEP_KEY = "global_step"
 STEP_IN_EPOCH_KEY = "step_num"  # > 0 only in interrupted.ckpt (saved mid-epoch)
-# The learning-rate table is rebuilt from the recipe, so a run may be resumed
-# with a longer epoch_size; it is not saved.
-NOT_SAVED = ("learning_rate",)
+# Hyper-parameters the optimizer keeps as Parameters come from the recipe, not
+# the file (so a run may be resumed with a longer epoch_size); they are not saved.
+NOT_SAVED = ("learning_rate", "momentum")
 LAST, BEST, INTERRUPTED = "last.ckpt", "best.ckpt", "interrupted.ckpt"
 _NUMBERED = re.compile(r"-epoch(\d+)\.ckpt$")
 

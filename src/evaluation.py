@@ -36,12 +36,15 @@ def evaluate(net, batches, batch_size, reduce_sum=None, progress=None):
 
     reduce_sum: adds the per-rank sums across ranks (distributed evaluation).
     progress: called as progress(images_done) after every batch.
-    Returns dict(top1, top5, loss, num_images, seconds, images_per_s).
+    Returns dict(top1, top5, loss, num_images, seconds, images_per_s); the
+    speed leaves out the first batch (it includes the graph compilation)
+    when there are more.
     """
     import mindspore as ms
     net.set_train(False)
-    sums = np.zeros(4, np.float64)
+    local = np.zeros(4, np.float64)  # this rank's sums
     start = time.time()
+    first_batch_end, first_count = None, 0
     for images, labels in batches:
         count = len(labels)
         if count > batch_size:
@@ -50,16 +53,20 @@ def evaluate(net, batches, batch_size, reduce_sum=None, progress=None):
         if labels.max(initial=0) >= logits.shape[1]:
             raise ValueError(f"label {labels.max()} is out of range for a model with "
                              f"{logits.shape[1]} classes: the data has more classes than the model")
-        sums += batch_sums(logits, labels.astype(np.int64))
+        local += batch_sums(logits, labels.astype(np.int64))
+        if first_batch_end is None:
+            first_batch_end, first_count = time.time(), count
         if progress is not None:
-            progress(int(sums[3]))
-    if reduce_sum is not None:
-        sums = reduce_sum(sums)
-    seconds = time.time() - start
+            progress(int(local[3]))
+    end = time.time()
+    if local[3] > first_count:  # leave the compiling first batch out of the speed
+        speed = (local[3] - first_count) / max(end - first_batch_end, 1e-9)
+    else:
+        speed = local[3] / max(end - start, 1e-9)
+    sums = reduce_sum(local) if reduce_sum is not None else local
     num_images = int(round(sums[3]))
     if num_images == 0:
-        return dict(top1=0.0, top5=0.0, loss=float("nan"), num_images=0, seconds=seconds,
+        return dict(top1=0.0, top5=0.0, loss=float("nan"), num_images=0, seconds=end - start,
                     images_per_s=0.0)
     return dict(top1=sums[0] / num_images, top5=sums[1] / num_images, loss=sums[2] / num_images,
-                num_images=num_images, seconds=seconds,
-                images_per_s=num_images / max(seconds, 1e-9))
+                num_images=num_images, seconds=end - start, images_per_s=speed)

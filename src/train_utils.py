@@ -16,7 +16,9 @@ import numpy as np
 _logger = logging.getLogger(__name__)
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-OPTIMIZERS = ("momentum", "sgd", "nesterov", "rmsprop", "adamw", "adam")
+# mindcv's plain "sgd" keeps state ('stat.*') the weights loader does not know; "momentum" is
+# the same update.
+OPTIMIZERS = ("momentum", "nesterov", "rmsprop", "adamw", "adam")
 SCHEDULERS = ("cosine_decay", "step_decay", "exponential_decay", "constant")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 LOSS_SCALE_TYPES = ("fixed", "dynamic")

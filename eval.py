@@ -1,0 +1,165 @@
+"""Evaluate GhostNetV2 weights on an ImageNet-style folder (one sub-folder per class).
+
+    python eval.py --device_target CPU --data_path data/digits/val \\
+        --checkpoint_path outputs/ghostnetv2_100_digits/best.ckpt
+
+FILE may be a MindSpore .ckpt (train.py's checkpoints included: their EMA
+weights when present) or PyTorch .pth / .pth.tar / .safetensors weights
+(converted in memory). The model and num_classes come from the weights unless
+--model is given. Without --config_path, the config.yaml that train.py wrote
+beside the checkpoint is used when there is one (image size, crop), else the
+default recipe.
+
+Prints top-1, top-5, loss, the number of images and images/s; the last line
+of standard output is one JSON object (top1 and top5 as fractions).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from src.dataset import DatasetError, create_eval_dataset, scan_image_folder  # noqa: E402
+from src.evaluation import evaluate  # noqa: E402
+from src.ghostnetv2 import create_model  # noqa: E402
+from src.model_utils.config import get_config  # noqa: E402
+from src.train_utils import ConfigError, check_image_size, set_device, setup_logging  # noqa: E402
+from src.weights import WeightsError, infer_model, load_weights, read_weights  # noqa: E402
+
+_logger = logging.getLogger("eval")
+
+EVAL_DEFAULTS = dict(model="", num_classes=0, image_size=224, crop_pct=0.875, batch_size=64,
+                     num_workers=0, device_target="CPU", data_path="", checkpoint_path="")
+# Progress lines while scoring: about this many per run.
+PROGRESS_LINES = 10
+
+
+def explicit_flags(argv):
+    """--config_path, --checkpoint_path and --model as given on the command line (or None)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--config_path", "--checkpoint_path", "--model"):
+        pre.add_argument(flag)
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def with_run_config(argv):
+    """Add --config_path CKPT_DIR/config.yaml (train.py's record of the run)
+    when no recipe is given; returns (argv, the recipe used or None)."""
+    given = explicit_flags(argv)
+    if given.config_path or not given.checkpoint_path:
+        return argv, None
+    beside = os.path.join(os.path.dirname(os.path.abspath(given.checkpoint_path)), "config.yaml")
+    if os.path.isfile(beside):
+        return list(argv) + ["--config_path", beside], beside
+    return argv, None
+
+
+def parse_config(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, run_config = with_run_config(argv)
+    config = get_config("Evaluate GhostNetV2 weights (every recipe key is a --key flag)", argv,
+                        extra_defaults=EVAL_DEFAULTS)
+    if not config.data_path:
+        raise ConfigError("pass --data_path DIR (DIR/<class>/<images>)")
+    if not config.checkpoint_path:
+        raise ConfigError("pass --checkpoint_path FILE (.ckpt, .pth, .pth.tar or .safetensors)")
+    if config.batch_size <= 0:
+        raise ConfigError(f"--batch_size must be > 0, got {config.batch_size}")
+    if not 0 < config.crop_pct <= 1:
+        raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
+    config.model_given = explicit_flags(argv).model is not None
+    config.run_config = run_config
+    return config
+
+
+def build_network(config):
+    """The network the weights describe, with them loaded; returns (net, summary)."""
+    path = os.path.abspath(os.path.expanduser(config.checkpoint_path))
+    params, _ = read_weights(path)
+    inferred, num_classes = infer_model(params)
+    model = config.model if config.model_given else inferred
+    if num_classes == 0:
+        raise WeightsError(f"{path} has no classifier ('classifier.weight'): it cannot be "
+                           "evaluated as a classifier")
+    net = create_model(model, num_classes=num_classes)
+    check_image_size(net, config.image_size)
+    summary = load_weights(net, path)
+    source = "--model" if config.model_given else "inferred from the weights"
+    _logger.info("model %s (%s), %d classes; %s", model, source, num_classes, summary)
+    return net, model, num_classes
+
+
+def run(config):
+    net, model, num_classes = build_network(config)
+    samples, class_names = scan_image_folder(config.data_path)
+    if len(class_names) > num_classes:
+        raise DatasetError(f"{config.data_path} has {len(class_names)} class folders but the "
+                           f"weights have {num_classes} classes: evaluate on the data the model "
+                           "was trained for")
+    if len(class_names) != num_classes:
+        _logger.warning("%s has %d class folders, the model %d classes: labels are the sorted "
+                        "folder indices, so the folders must be the model's first classes",
+                        config.data_path, len(class_names), num_classes)
+    batch_size = min(config.batch_size, len(samples))
+    if batch_size < config.batch_size:
+        _logger.info("batch_size %d is larger than the %d images: using %d", config.batch_size,
+                     len(samples), batch_size)
+    dataset, _ = create_eval_dataset(config.data_path, config.image_size, batch_size,
+                                     config.num_workers or None, crop_pct=config.crop_pct)
+    _logger.info("data: %s (%d files, %d classes), image size %d, crop_pct %g, batch %d",
+                 config.data_path, dataset.num_files, len(class_names), config.image_size,
+                 config.crop_pct, batch_size)
+    every = max(1, dataset.num_files // PROGRESS_LINES)
+    state = {"next": every}
+
+    def progress(done):
+        if done >= state["next"]:
+            _logger.info("scored %d / %d images", done, dataset.num_files)
+            state["next"] = done + every
+
+    batches = dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+    result = evaluate(net, batches, batch_size, progress=progress)
+    result.update(skipped=dataset.bad_images.count, model=model, num_classes=num_classes,
+                  checkpoint=os.path.abspath(config.checkpoint_path),
+                  data_path=os.path.abspath(config.data_path))
+    return result
+
+
+def report(result):
+    print(f"top-1: {result['top1']:.4f}  top-5: {result['top5']:.4f}  loss: {result['loss']:.4f}  "
+          f"images: {result['num_images']}  skipped unreadable: {result['skipped']}  "
+          f"images/s: {result['images_per_s']:.1f}")
+    sys.stdout.flush()
+    print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}))
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    try:
+        config = parse_config(argv)
+    except ConfigError as err:
+        print(f"eval.py: error: {err}", file=sys.stderr)
+        return 2
+    setup_logging()
+    try:
+        set_device(config.device_target)
+        if config.run_config:
+            _logger.info("recipe: %s (written by train.py beside the checkpoint)", config.run_config)
+        result = run(config)
+    except (ConfigError, DatasetError, WeightsError) as err:
+        print(f"eval.py: error: {err}", file=sys.stderr)
+        return 1
+    if result["num_images"] == 0:
+        print(f"eval.py: error: no image of {config.data_path} could be read", file=sys.stderr)
+        return 1
+    report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
