@@ -58,7 +58,8 @@ def score(result_path, label_file):
         raise ResultsError(f"label {labels.max()} is out of range for results of "
                            f"{logits.shape[1]} classes: the model and the data do not match")
     top1, top5, loss, count = batch_sums(logits, labels)
-    return dict(top1=top1 / count, top5=top5 / count, loss=loss / count, num_images=int(count))
+    return dict(top1=float(top1 / count), top5=float(top5 / count), loss=float(loss / count),
+                num_images=int(count))
 
 
 def main(argv=None):
@@ -75,7 +76,8 @@ def main(argv=None):
         return 1
     print(f"{metrics['num_images']} images: top-1 {100 * metrics['top1']:.2f}%, "
           f"top-5 {100 * metrics['top5']:.2f}%, loss {metrics['loss']:.4f}")
-    print(json.dumps(metrics))
+    # Rounded like eval.py's JSON line, so the two compare as equal.
+    print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}))
     return 0
 
 
