@@ -187,14 +187,18 @@ def export_network(net, file_format, path, batch_size, height, width):
     inputs = ms.Tensor(np.zeros((batch_size, 3, height, width), np.float32))
     with tempfile.TemporaryDirectory(prefix="ghostnetv2_export_") as scratch:
         exported = os.path.join(scratch, "net" + FORMATS[file_format])
-        if file_format == "ONNX":
-            import mindspore.onnx
-            mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
-            make_batch_dynamic(exported)
-        else:
-            ms.export(net, inputs, file_name=exported, file_format=file_format)
+        try:
+            if file_format == "ONNX":
+                import mindspore.onnx
+                mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
+                                      output_names=[OUTPUT_NAME],
+                                      dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
+                make_batch_dynamic(exported)
+            else:
+                ms.export(net, inputs, file_name=exported, file_format=file_format)
+        except RuntimeError as err:  # MindSpore reports exporter failures as RuntimeError
+            raise ExportError(f"MindSpore's {file_format} exporter failed: "
+                              f"{str(err).strip().splitlines()[0]}") from err
         if not os.path.isfile(exported):
             raise ExportError(f"MindSpore wrote no {file_format} file (expected {exported})")
         atomic_write(path, lambda tmp: shutil.copyfile(exported, tmp))
