@@ -273,6 +273,7 @@ class ParityCase:
     def __init__(self, name, workdir, seed=0, wrapped=True):
         self.name = name
         self.workdir = str(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
         self.reference = realistic_timm_model(name, seed=seed)
         self.checkpoint = official_checkpoint(
             self.reference, os.path.join(self.workdir, f"{name}_official.pth.tar"), wrapped=wrapped)
