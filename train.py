@@ -254,6 +254,8 @@ class Trainer:
                     timed_steps += 1
                     timed_seconds += time.time() - step_start
                 else:  # the first step compiles: leave it out of the speed and the ETA
+                    _logger.info("first step (graph compilation) took %.1f s",
+                                 time.time() - step_start)
                     window_start = time.time()
                 if not math.isfinite(loss):
                     nonfinite += 1
@@ -263,7 +265,8 @@ class Trainer:
                 nonfinite = 0
                 losses.append(loss)
                 window_images += global_batch if timed_steps else 0
-                if (step + 1) % config.log_interval == 0 or step + 1 == self.steps_per_epoch:
+                if window_images and ((step + 1) % config.log_interval == 0
+                                      or step + 1 == self.steps_per_epoch):
                     elapsed = time.time() - window_start
                     per_step = timed_seconds / timed_steps if timed_steps else 0.0
                     _logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g %.1f img/s ETA %s",
@@ -369,7 +372,7 @@ def main(argv=None):
     try:
         set_device(config.device_target)
         if launched_distributed():
-            rank_id, rank_size = init_distributed()
+            rank_id, rank_size = init_distributed(config.device_target)
             if os.environ.get("MS_ROLE") == "MS_SCHED":
                 return 0  # msrun's scheduler process: it only coordinates the workers
         resume_path = resolve_resume(config)
