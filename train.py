@@ -64,10 +64,16 @@ class StopRequest:
 
     def __init__(self):
         self.signum = None
+        self._previous = {}
 
     def install(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
     def _handle(self, signum, _frame):
         if self.signum is not None:
@@ -228,8 +234,6 @@ class Trainer:
     # ---------------------------------------------------------- loop
     def run(self):
         config = self.config
-        total_steps = config.epoch_size * self.steps_per_epoch
-        global_step = self.start_epoch * self.steps_per_epoch + self.start_step
         global_batch = config.batch_size * self.rank_size
         _logger.info("training %s: %d epochs x %d steps, batch %d x %d devices, lr %g (global "
                      "batch %d), %s, %s schedule, EMA %s, amp %s", config.model, config.epoch_size,
@@ -238,49 +242,72 @@ class Trainer:
                      config.ema_decay if config.ema else "off", effective_amp_level(config))
         batches = endless_batches(self.train_data)
         self.stop.install()
-        nonfinite = 0
-        run_start, timed_steps, timed_seconds = time.time(), 0, 0.0
+        try:
+            return self.loop(batches)
+        finally:
+            self.stop.uninstall()
+
+    def loop(self, batches):
+        config = self.config
+        self.global_step = self.start_epoch * self.steps_per_epoch + self.start_step
+        self.first_step = self.global_step + 1  # compiles the graph: kept out of speed and ETA
+        self.timed_steps, self.timed_seconds = 0, 0.0
+        run_start = time.time()
         _logger.info("compiling the training graph (the first step takes a while)")
         for epoch in range(self.start_epoch, config.epoch_size):
-            epoch_start, losses = time.time(), []
+            epoch_start = time.time()
             first = self.start_step if epoch == self.start_epoch else 0
-            window_start, window_images = time.time(), 0
-            for step in range(first, self.steps_per_epoch):
-                images, labels = next(batches)
-                step_start = time.time()
-                loss = float(self.train_step(images, labels).asnumpy())
-                global_step += 1
-                if global_step > self.start_epoch * self.steps_per_epoch + self.start_step + 1:
-                    timed_steps += 1
-                    timed_seconds += time.time() - step_start
-                else:  # the first step compiles: leave it out of the speed and the ETA
-                    _logger.info("first step (graph compilation) took %.1f s",
-                                 time.time() - step_start)
-                    window_start = time.time()
-                if not math.isfinite(loss):
-                    nonfinite += 1
-                    if self.nonfinite_is_fatal(nonfinite):
-                        return self.stop_nonfinite(loss, epoch, step)
-                    continue
-                nonfinite = 0
-                losses.append(loss)
-                window_images += global_batch if timed_steps else 0
-                if window_images and ((step + 1) % config.log_interval == 0
-                                      or step + 1 == self.steps_per_epoch):
-                    elapsed = time.time() - window_start
-                    per_step = timed_seconds / timed_steps if timed_steps else 0.0
-                    _logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g %.1f img/s ETA %s",
-                                 epoch + 1, config.epoch_size, step + 1, self.steps_per_epoch,
-                                 loss, self.lrs[global_step - 1], window_images / max(elapsed, 1e-9),
-                                 format_seconds(per_step * (total_steps - global_step)))
-                    window_start, window_images = time.time(), 0
-                if self.stop.signum is not None:
-                    return self.stop_signal(epoch, step + 1)
-            self.end_epoch(epoch + 1, losses, time.time() - epoch_start, global_step)
+            losses, code = self.train_epoch(epoch, first, batches)
+            if code is not None:
+                return code
+            self.end_epoch(epoch + 1, losses, time.time() - epoch_start)
             if self.stop.signum is not None:
                 return self.stop_signal(epoch + 1, 0)
         self.finish(time.time() - run_start)
         return 0
+
+    def train_epoch(self, epoch, first, batches):
+        """Steps first..steps_per_epoch-1 of epoch; returns (losses, exit code
+        when the run must stop now, else None)."""
+        config = self.config
+        global_batch = config.batch_size * self.rank_size
+        losses, nonfinite = [], 0
+        window_start, window_images = time.time(), 0
+        for step in range(first, self.steps_per_epoch):
+            images, labels = next(batches)
+            step_start = time.time()
+            loss = float(self.train_step(images, labels).asnumpy())
+            self.global_step += 1
+            if self.global_step == self.first_step:
+                _logger.info("first step (graph compilation) took %.1f s", time.time() - step_start)
+                window_start = time.time()
+            else:
+                self.timed_steps += 1
+                self.timed_seconds += time.time() - step_start
+                window_images += global_batch
+            if not math.isfinite(loss):
+                nonfinite += 1
+                if self.nonfinite_is_fatal(nonfinite):
+                    return losses, self.stop_nonfinite(loss, epoch, step)
+            else:
+                nonfinite = 0
+                losses.append(loss)
+            if window_images and ((step + 1) % config.log_interval == 0
+                                  or step + 1 == self.steps_per_epoch):
+                self.log_progress(epoch, step, loss, window_images / (time.time() - window_start))
+                window_start, window_images = time.time(), 0
+            if self.stop.signum is not None:
+                return losses, self.stop_signal(epoch, step + 1)
+        return losses, None
+
+    def log_progress(self, epoch, step, loss, images_per_s):
+        config = self.config
+        per_step = self.timed_seconds / max(self.timed_steps, 1)
+        remaining = config.epoch_size * self.steps_per_epoch - self.global_step
+        _logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g %.1f img/s ETA %s", epoch + 1,
+                     config.epoch_size, step + 1, self.steps_per_epoch, loss,
+                     self.lrs[self.global_step - 1], images_per_s,
+                     format_seconds(per_step * remaining))
 
     def nonfinite_is_fatal(self, count):
         scaled = self.config.device_target != "CPU" and self.config.loss_scale_type == "dynamic"
@@ -292,8 +319,8 @@ class Trainer:
         return evaluate(self.eval_net, epoch_batches(self.val_iterator), self.config.batch_size,
                         reduce_sum=reduce)
 
-    def end_epoch(self, epoch, losses, seconds, global_step):
-        config = self.config
+    def end_epoch(self, epoch, losses, seconds):
+        config, global_step = self.config, self.global_step
         record = dict(epoch=epoch, global_step=global_step,
                       train_loss=float(np.mean(losses)) if losses else None,
                       lr=self.lrs[global_step - 1], epoch_time=round(seconds, 2),

@@ -107,15 +107,18 @@ def setup_logging(log_file=None, rank_id=0, rank_size=1):
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for handler in list(root.handlers):  # ours from an earlier call (tests call main twice)
+        if getattr(handler, "is_run_log", False):
+            root.removeHandler(handler)
+            handler.close()
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.is_run_log = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     # mindcv's own loggers say things like "AUTO weight decay filter" we have checked.
     logging.getLogger("mindcv").setLevel(logging.ERROR)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 # ------------------------------------------------------------------ recipe -> mindcv
