@@ -155,19 +155,23 @@ without_exit_noise() {
     awk '/^Exception ignored in: <function Cell.__del__/ { skip = 4 } skip > 0 { skip--; next } { print }'
 }
 
-# has_error LOG: true when LOG shows a Python error (exit noise left out).
-has_error() {
-    without_exit_noise < "$1" |
-        grep -qE "^[A-Za-z_.]+: error:|^[A-Za-z_.]*(Error|Exception)(:|$)|^KeyboardInterrupt|CRITICAL"
+ERROR_LINE="^[A-Za-z_.]+: error:|^[A-Za-z_.]*(Error|Exception)(:|$)|^KeyboardInterrupt|CRITICAL"
+
+# first_error LOG: the first line of LOG that reports a Python error (exit
+# noise left out), or nothing. (No grep -m/-q: with pipefail an early exit of
+# grep would fail the pipe.)
+first_error() {
+    without_exit_noise < "$1" | grep -E "$ERROR_LINE" | awk 'NR == 1'
 }
 
 # report_failure WHAT LOG...: names the log to read (the first that shows an
 # error, else the first given) with its last lines, on stderr.
 report_failure() {
-    local what="$1" log culprit=""
+    local what="$1" log culprit="" error=""
     shift
     for log in "$@"; do
-        if [[ -f "$log" ]] && has_error "$log"; then
+        [[ -f "$log" ]] && error=$(first_error "$log")
+        if [[ -n "$error" ]]; then
             culprit="$log"
             break
         fi
@@ -175,6 +179,7 @@ report_failure() {
     [[ -n "$culprit" ]] || culprit="$1"
     {
         echo "$SCRIPT_NAME: FAILED: $what"
+        [[ -n "$error" ]] && echo "$SCRIPT_NAME: first error: $error"
         echo "$SCRIPT_NAME: read $culprit; its last lines:"
         if [[ -f "$culprit" ]]; then
             without_exit_noise < "$culprit" | tail -n 20 | sed 's/^/    /'

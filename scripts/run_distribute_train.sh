@@ -159,16 +159,20 @@ stop_msrun() {
 # check_master_port: on the scheduler's machine the port must be free; a busy
 # port would leave the workers waiting CLUSTER_TIME_OUT seconds for nothing.
 check_master_port() {
-    "$PYTHON" - "$MASTER_ADDR" "$MASTER_PORT" <<'EOF'
+    "$PYTHON" - "$MASTER_ADDR" "$MASTER_PORT" "$SCRIPT_NAME: error: " <<'EOF'
 import errno, socket, sys
-addr, port = sys.argv[1], int(sys.argv[2])
+addr, port, error = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    ip = socket.gethostbyname(addr)
+except OSError as err:
+    sys.exit(f"{error}MASTER_ADDR {addr} does not resolve to an address ({err})")
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
-    sock.bind((socket.gethostbyname(addr), port))
+    sock.bind((ip, port))
 except OSError as err:
     if err.errno == errno.EADDRINUSE:
-        sys.exit(f"MASTER_PORT {port} is in use on {addr} (another training run?); "
+        sys.exit(f"{error}MASTER_PORT {port} is in use on {addr} (another training run?); "
                  "choose a free one with MASTER_PORT=<port>")
     # EADDRNOTAVAIL: MASTER_ADDR is another machine, which runs the scheduler
 finally:
@@ -177,7 +181,6 @@ EOF
 }
 
 run_msrun() {
-    check_master_port || exit 1
     local msrun_args=(--worker_num "$WORKER_NUM" --local_worker_num "$DEVICE_NUM"
                       --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT"
                       --log_dir "$RUN_DIR" --join True --cluster_time_out "$CLUSTER_TIME_OUT"
@@ -222,7 +225,9 @@ run_msrun() {
         summarize_success "${LOGS[@]}"
         return 0
     fi
-    report_failure "a worker failed (msrun exit status $status) after $((SECONDS - START)) s" \
+    local what="msrun exited with status $status"
+    [[ -n "$failed_at" ]] && what="a worker failed"
+    report_failure "$what after $((SECONDS - START)) s" \
         "${LOGS[@]}" "$RUN_DIR/scheduler.log" "$RUN_DIR/msrun.log"
     return 1
 }
@@ -232,34 +237,40 @@ run_msrun() {
 # rank_table_devices: "RANK_SIZE" then "DEVICE_ID RANK_ID" per device of this
 # server (NODE_RANK in the table's server_list).
 rank_table_devices() {
-    "$PYTHON" - "$RANK_TABLE_FILE" "${NODE_RANK:-0}" <<'EOF'
+    "$PYTHON" - "$RANK_TABLE_FILE" "${NODE_RANK:-0}" "$SCRIPT_NAME: error: " <<'EOF'
 import json, sys
-path, server = sys.argv[1], int(sys.argv[2])
+path, server, error = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 layout = ('expected {"server_list": [{"device": [{"device_id": "0", "rank_id": "0", ...}, ...]}, ...]}')
 try:
     with open(path, encoding="utf-8") as f:
         servers = json.load(f)["server_list"]
     if server >= len(servers):
-        sys.exit(f"{path} lists {len(servers)} server(s); NODE_RANK {server} is not one of them")
+        sys.exit(f"{error}RANK_TABLE_FILE {path} lists {len(servers)} server(s); "
+                 f"NODE_RANK {server} is not one of them")
     devices = [(int(d["device_id"]), int(d["rank_id"])) for d in servers[server]["device"]]
     rank_size = sum(len(s["device"]) for s in servers)
 except (OSError, ValueError, KeyError, TypeError) as err:
-    sys.exit(f"{path} is not a readable HCCL rank table ({type(err).__name__}: {err}); {layout}")
+    sys.exit(f"{error}RANK_TABLE_FILE {path} is not a readable HCCL rank table "
+             f"({type(err).__name__}: {err}); {layout}")
 print(rank_size)
 for device_id, rank_id in devices:
     print(device_id, rank_id)
 EOF
 }
 
-run_rank_table() {
-    local table rank_size
-    table=$(rank_table_devices) || die "RANK_TABLE_FILE: see above"
-    rank_size=$(head -n 1 <<<"$table")
-    local devices
-    devices=$(tail -n +2 <<<"$table")
-    local count
-    count=$(grep -c . <<<"$devices")
+# read_rank_table: sets RANK_SIZE_ALL and DEVICES ("DEVICE_ID RANK_ID" lines)
+# from the table; DEVICE_NUM must match this server's devices.
+read_rank_table() {
+    local table count
+    table=$(rank_table_devices) || exit 2
+    RANK_SIZE_ALL=$(head -n 1 <<<"$table")
+    DEVICES=$(tail -n +2 <<<"$table")
+    count=$(grep -c . <<<"$DEVICES")
     ((count == DEVICE_NUM)) || usage_error "RANK_TABLE_FILE lists $count device(s) for server ${NODE_RANK:-0}, but DEVICE_NUM is $DEVICE_NUM"
+}
+
+run_rank_table() {
+    local rank_size="$RANK_SIZE_ALL" devices="$DEVICES"
     echo "$SCRIPT_NAME: rank table $RANK_TABLE_FILE: $DEVICE_NUM of $rank_size ranks on this server;" \
          "logs $RUN_DIR/worker_<rank>.log, environments env_<rank>.log"
 
@@ -323,6 +334,11 @@ run_rank_table() {
 
 # ------------------------------------------------------------------ main
 
+if ((USE_RANK_TABLE)); then
+    read_rank_table
+else
+    check_master_port || exit 1
+fi
 START=$SECONDS
 make_run_folder distribute
 if ((USE_RANK_TABLE)); then
