@@ -9,16 +9,18 @@ BN is the per-channel affine map ``y = (x - mean) * gamma / sqrt(var + eps)
 with ``s = gamma / sqrt(var + eps)``. The convolution keeps its parameter
 name, stride, padding and pad_mode (so MINDIR and ONNX export stay correct)
 and gains a bias; the BatchNorm becomes an ``nn.Identity`` (same indices, so
-``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). Logits are those
-of the unfused network up to float32 rounding.
+``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). A ReLU right
+after a folded depthwise convolution is applied inside it (src/cpu_kernels.py)
+and also becomes an ``nn.Identity``. Logits are those of the unfused network
+up to float32 rounding.
 
 Folding is for evaluation, export and inference only: a fused network has
 no BatchNorm left to train.
 """
-import time
-
 import numpy as np
 from mindspore import Parameter, Tensor, nn
+
+from src.cpu_kernels import DepthwiseConv2d, forget_compiled_graphs
 
 __all__ = ["fuse_bn", "is_fused", "count_batchnorms"]
 
@@ -62,20 +64,9 @@ def fuse_bn(net):
     for name, param in net.parameters_and_names():
         param.name = name
     net.bn_fused = True
-    _forget_compiled_graphs(net)
+    forget_compiled_graphs(net)
     net.set_train(False)
     return net
-
-
-def _forget_compiled_graphs(net):
-    """Make the next call compile the fused graph.
-
-    MindSpore caches a cell's compiled graph under its phase, creation time
-    and id, not its structure: a network run before fusing would otherwise
-    keep running the graph with BatchNorm on the folded weights.
-    """
-    for _, cell in net.cells_and_names():
-        object.__setattr__(cell, "_create_time", time.time_ns())
 
 
 def _fuse_sequential(seq):
@@ -84,6 +75,11 @@ def _fuse_sequential(seq):
         if isinstance(cells[i], nn.Conv2d) and isinstance(cells[i + 1], nn.BatchNorm2d):
             fold_into_conv(cells[i], cells[i + 1])
             seq[i + 1] = nn.Identity()
+            # The depthwise kernels also apply the ReLU: one pass over the output less.
+            if (i + 2 < len(cells) and isinstance(cells[i + 2], nn.ReLU)
+                    and isinstance(cells[i], DepthwiseConv2d)):
+                cells[i].fuse_relu()
+                seq[i + 2] = nn.Identity()
 
 
 def _fuse_attribute_pairs(cell):
@@ -115,3 +111,5 @@ def fold_into_conv(conv, bn):
     else:
         conv.bias = Parameter(folded_bias, name="bias")
         conv.has_bias = True
+    if isinstance(conv, DepthwiseConv2d):
+        conv.refresh()
