@@ -24,6 +24,8 @@ import math
 
 from mindspore import nn, ops
 
+from src.cpu_kernels import DepthwiseConv2d
+
 __all__ = [
     "GhostNetV2",
     "FeaturePyramid",
@@ -81,12 +83,18 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     Stride 1 uses pad_mode='same' (identical for odd kernels, and the only
     form MindSpore's ONNX exporter gets right for 1x5 / 5x1 kernels); stride 2
     uses explicit symmetric padding, since 'same' would pad bottom/right only.
+    Depthwise convolutions are DepthwiseConv2d: an nn.Conv2d (same parameters)
+    that runs the fast CPU kernels of src/cpu_kernels.py where it can.
     """
     if stride == 1:
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="same",
-                         group=groups, has_bias=has_bias)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
-                     padding=kernel_size // 2, group=groups, has_bias=has_bias)
+        pad_mode, padding = "same", 0
+    else:
+        pad_mode, padding = "pad", kernel_size // 2
+    if groups == in_channels == out_channels and groups > 1:
+        return DepthwiseConv2d(in_channels, kernel_size, stride, pad_mode=pad_mode,
+                               padding=padding, has_bias=has_bias)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
+                     padding=padding, group=groups, has_bias=has_bias)
 
 
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False):
