@@ -141,6 +141,39 @@ msrun_failed() {
         grep -q "^Traceback (most recent call last)" "$RUN_DIR/scheduler.log" 2>/dev/null
 }
 
+# note_worker_ranks: adds msrun's new worker processes to RANK_OF_PID (their
+# RANK_ID, from /proc), so that a failure msrun reports by pid names a rank.
+declare -A RANK_OF_PID=()
+note_worker_ranks() {
+    local pid comm rank
+    while read -r pid comm; do
+        [[ "$comm" == tail || -n "${RANK_OF_PID[$pid]:-}" ]] && continue
+        rank=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null |
+               awk -F= '$1 == "MS_ROLE" { role = $2 } $1 == "RANK_ID" { rank = $2 }
+                        END { if (role == "MS_WORKER") print rank }')
+        [[ -n "$rank" ]] && RANK_OF_PID[$pid]=$rank
+    done < <(ps -o pid=,comm= --ppid "$MSRUN_PID" 2>/dev/null)
+}
+
+# describe_msrun_failure: sets FAILED_RANK (or "") and FAILURE from msrun's
+# first "Worker process PID exit with exception. Error code: N".
+describe_msrun_failure() {
+    local line pid code
+    FAILED_RANK=""
+    FAILURE="a worker failed"
+    line=$(grep -o "Worker process [0-9]* exit with exception. Error code: -\?[0-9]*" \
+           "$RUN_DIR/msrun.log" 2>/dev/null | awk 'NR == 1')
+    [[ -n "$line" ]] || return 0
+    pid=$(awk '{ print $3 }' <<<"$line")
+    code=${line##* }
+    FAILED_RANK="${RANK_OF_PID[$pid]:-}"
+    local who="a worker (pid $pid)"
+    [[ -n "$FAILED_RANK" ]] && who="rank $FAILED_RANK (pid $pid)"
+    FAILURE="$who exited with status $code"
+    ((code < 0)) && FAILURE="$who was killed by signal $((-code))"
+    ((code == -9)) && FAILURE="$FAILURE (SIGKILL: out of memory, or killed from outside)"
+}
+
 # stop_msrun: msrun stops its workers and scheduler on SIGINT; whatever is left
 # after 10 s (msrun's process group, each worker's own group) is killed.
 stop_msrun() {
@@ -202,6 +235,7 @@ run_msrun() {
     # scheduler, which waits up to CLUSTER_TIME_OUT for workers that are gone:
     # give it FAILURE_GRACE seconds, then stop it.
     while kill -0 "$MSRUN_PID" 2>/dev/null; do
+        note_worker_ranks
         if [[ -z "$failed_at" ]] && msrun_failed; then
             failed_at=$SECONDS
         fi
@@ -225,10 +259,13 @@ run_msrun() {
         summarize_success "${LOGS[@]}"
         return 0
     fi
-    local what="msrun exited with status $status"
-    [[ -n "$failed_at" ]] && what="a worker failed"
-    report_failure "$what after $((SECONDS - START)) s" \
-        "${LOGS[@]}" "$RUN_DIR/scheduler.log" "$RUN_DIR/msrun.log"
+    describe_msrun_failure
+    [[ -z "$failed_at" && -z "$FAILED_RANK" ]] && FAILURE="msrun exited with status $status"
+    local failed_log=()
+    [[ -n "$FAILED_RANK" ]] && failed_log=("$RUN_DIR/worker_$FAILED_RANK.log")
+    # The failed rank's log first: a killed worker leaves no error message.
+    report_failure "$FAILURE after $((SECONDS - START)) s" \
+        "${failed_log[@]}" "${LOGS[@]}" "$RUN_DIR/scheduler.log" "$RUN_DIR/msrun.log"
     return 1
 }
 
