@@ -181,11 +181,14 @@ def export_network(net, file_format, path, batch_size, height, width):
     """Export into a scratch folder, then move the finished file to ``path``.
 
     MindSpore accepts only [A-Za-z0-9@_-.:/\\] in file names, so the export
-    itself goes to a temporary folder; the copy to ``path`` is atomic.
+    itself goes to a temporary folder; the copy to ``path`` is atomic. The
+    custom CPU kernels (GHOSTNETV2_CPU_KERNELS=1) are off during the export:
+    the file holds MindSpore's own operators only and runs anywhere.
     """
     import mindspore as ms
+    from src.cpu_kernels import portable
     inputs = ms.Tensor(np.zeros((batch_size, 3, height, width), np.float32))
-    with tempfile.TemporaryDirectory(prefix="ghostnetv2_export_") as scratch:
+    with portable(net), tempfile.TemporaryDirectory(prefix="ghostnetv2_export_") as scratch:
         exported = os.path.join(scratch, "net" + FORMATS[file_format])
         try:
             if file_format == "ONNX":

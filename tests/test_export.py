@@ -125,3 +125,24 @@ def test_image_below_minimum_fails(weights, tmp_path, capsys):
     assert status != 0
     assert "64x64" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_is_portable_with_cpu_kernels_on(cell, cell_logits, tmp_path):
+    """A network running the custom CPU kernels still exports standard operators
+    (the ONNX file runs in onnxruntime) and keeps its kernels afterwards."""
+    import onnxruntime as ort
+    from export import export_network
+    from src.cpu_kernels import count_kernel_layers, kernels_available, use_cpu_kernels
+    use_cpu_kernels(cell)
+    layers = count_kernel_layers(cell)
+    assert layers > 0 or not kernels_available()
+    try:
+        size = SIZES[0]
+        export_network(cell, "ONNX", str(tmp_path / "net.onnx"), EXPORT_BATCH, *size)
+        assert count_kernel_layers(cell) == layers
+        session = ort.InferenceSession(str(tmp_path / "net.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {"image": photos(3, size)})
+        assert_close(cell_logits(size), logits)
+    finally:
+        use_cpu_kernels(cell, False)
