@@ -55,7 +55,9 @@ def parse_args(argv=None):
                         help="network of the weights (default: inferred from them)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classifier outputs (default: read off the weights)")
-    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="input batch of MINDIR/AIR (fixed; 1 for ascend310_infer); for ONNX "
+                             "only the traced batch (the file's batch axis is dynamic)")
     parser.add_argument("--image_height", type=int, default=224)
     parser.add_argument("--image_width", type=int, default=224)
     parser.add_argument("--device_target", default="CPU", choices=DEVICES,
