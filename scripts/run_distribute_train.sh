@@ -58,26 +58,6 @@ require_file CONFIG_PATH "$CONFIG_PATH" "a yaml recipe such as config/ghostnetv2
 require_number DEVICE_NUM "$DEVICE_NUM" 1
 normalize_device_target DEVICE_TARGET
 
-WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
-require_number WORKER_NUM "$WORKER_NUM" 1
-((WORKER_NUM >= DEVICE_NUM)) || usage_error "WORKER_NUM ($WORKER_NUM, all machines) is smaller than DEVICE_NUM ($DEVICE_NUM, this machine)"
-MASTER_PORT="${MASTER_PORT:-8118}"
-require_number MASTER_PORT "$MASTER_PORT" 1024 65535
-if ((WORKER_NUM > DEVICE_NUM)); then
-    [[ -n "${MASTER_ADDR:-}" ]] || usage_error "several machines (WORKER_NUM $WORKER_NUM > DEVICE_NUM $DEVICE_NUM) need MASTER_ADDR, the address of the machine with NODE_RANK 0"
-    [[ -n "${NODE_RANK:-}" ]] || usage_error "several machines need NODE_RANK, this machine's index (0 on the MASTER_ADDR machine)"
-fi
-MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
-if [[ -n "${NODE_RANK:-}" ]]; then
-    require_number NODE_RANK "$NODE_RANK" 0
-    (((10#$NODE_RANK + 1) * DEVICE_NUM <= WORKER_NUM)) ||
-        usage_error "NODE_RANK $NODE_RANK with DEVICE_NUM $DEVICE_NUM per machine needs WORKER_NUM (all machines) >= $(((10#$NODE_RANK + 1) * DEVICE_NUM)), got $WORKER_NUM"
-fi
-CLUSTER_TIME_OUT="${CLUSTER_TIME_OUT:-600}"
-[[ "$CLUSTER_TIME_OUT" =~ ^-?[0-9]+$ ]] || usage_error "CLUSTER_TIME_OUT must be a number of seconds, got '$CLUSTER_TIME_OUT'"
-FAILURE_GRACE="${FAILURE_GRACE:-10}"
-require_number FAILURE_GRACE "$FAILURE_GRACE" 0
-
 USE_RANK_TABLE=0
 if [[ -n "${RANK_TABLE_FILE:-}" ]]; then
     if [[ "$DEVICE_TARGET" == Ascend ]]; then
@@ -89,6 +69,35 @@ if [[ -n "${RANK_TABLE_FILE:-}" ]]; then
         unset RANK_TABLE_FILE
     fi
 fi
+[[ -z "${NODE_RANK:-}" ]] || require_number NODE_RANK "$NODE_RANK" 0
+
+# msrun's cluster: this machine's workers among WORKER_NUM, the scheduler's address.
+check_cluster_settings() {
+    WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
+    require_number WORKER_NUM "$WORKER_NUM" 1
+    ((WORKER_NUM >= DEVICE_NUM)) ||
+        usage_error "WORKER_NUM ($WORKER_NUM, all machines) is smaller than DEVICE_NUM ($DEVICE_NUM, this machine)"
+    if ((WORKER_NUM > DEVICE_NUM)); then
+        [[ -n "${MASTER_ADDR:-}" ]] ||
+            usage_error "several machines (WORKER_NUM $WORKER_NUM > DEVICE_NUM $DEVICE_NUM) need MASTER_ADDR, the address of the machine with NODE_RANK 0"
+        [[ -n "${NODE_RANK:-}" ]] ||
+            usage_error "several machines need NODE_RANK, this machine's index (0 on the MASTER_ADDR machine)"
+    fi
+    if [[ -n "${NODE_RANK:-}" ]]; then
+        local needed=$(((10#$NODE_RANK + 1) * DEVICE_NUM))
+        ((needed <= WORKER_NUM)) ||
+            usage_error "NODE_RANK $NODE_RANK with DEVICE_NUM $DEVICE_NUM per machine needs WORKER_NUM (all machines) >= $needed, got $WORKER_NUM"
+    fi
+    MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+    MASTER_PORT="${MASTER_PORT:-8118}"
+    require_number MASTER_PORT "$MASTER_PORT" 1024 65535
+    CLUSTER_TIME_OUT="${CLUSTER_TIME_OUT:-600}"
+    [[ "$CLUSTER_TIME_OUT" =~ ^-?[0-9]+$ ]] ||
+        usage_error "CLUSTER_TIME_OUT must be a number of seconds (negative: no limit), got '$CLUSTER_TIME_OUT'"
+    FAILURE_GRACE="${FAILURE_GRACE:-10}"
+    require_number FAILURE_GRACE "$FAILURE_GRACE" 0
+}
+((USE_RANK_TABLE)) || check_cluster_settings
 
 pick_python
 TRAIN_ARGS=("$REPO_ROOT/train.py" --data_path "$DATA_PATH" --config_path "$CONFIG_PATH"
@@ -98,7 +107,7 @@ export LOCAL_WORKER_NUM="$DEVICE_NUM"
 
 # ------------------------------------------------------------------ helpers
 
-# stop_process_group PID...: TERM to each process group, KILL after 5 s.
+# stop_process_groups PID...: TERM to each process group, KILL after 5 s.
 stop_process_groups() {
     local pid waited
     for pid in "$@"; do kill -TERM -- "-$pid" 2>/dev/null; done
