@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_scripts import launcher_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
 
@@ -72,7 +74,7 @@ def write_color_folder(root, per_class=16, size=64, seed=0):
 
 def run_script(args, cwd, timeout, **env):
     """The script's CompletedProcess and its wall time in seconds."""
-    full_env = dict(os.environ, GLOG_v="3", MASTER_PORT=str(free_port()), **env)
+    full_env = launcher_env(GLOG_v="3", MASTER_PORT=str(free_port()), **env)
     start = time.time()
     result = subprocess.run(["bash", SCRIPT, *args], cwd=cwd, env=full_env, text=True,
                             capture_output=True, timeout=timeout)

@@ -19,11 +19,16 @@ LAUNCH_SETTINGS = ("RANK_TABLE_FILE", "WORKER_NUM", "NODE_RANK", "MASTER_ADDR", 
                    "RUN_DIR", "DEVICE_ID", "FAILURE_GRACE", "CLUSTER_TIME_OUT")
 
 
+def launcher_env(**settings):
+    """This process's environment without the user's launch settings, plus settings."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_SETTINGS}
+    env.update(settings)
+    return env
+
+
 def run(script, *args, cwd=None, **env):
-    full_env = {k: v for k, v in os.environ.items() if k not in LAUNCH_SETTINGS}
-    full_env.update(env)
     return subprocess.run(["bash", os.path.join(ROOT, "scripts", script), *args], cwd=cwd or ROOT,
-                          env=full_env, text=True, capture_output=True, timeout=60)
+                          env=launcher_env(**env), text=True, capture_output=True, timeout=60)
 
 
 def assert_usage_error(result, *phrases):
