@@ -1,6 +1,7 @@
 """Classify images: the top-5 classes and their probabilities for each image.
 
-    python infer.py --image_path photo.jpg --checkpoint_path ghostnetv2_100.ckpt --labels imagenet.txt
+    python infer.py --image_path photo.jpg --checkpoint_path ghostnetv2_100.ckpt \\
+        --labels imagenet_classes.txt
     python infer.py --image_path photos/ --mindir_path ghostnetv2_100.mindir --class_dir /data/train
 
 IMAGE_PATH is one image or a folder (searched recursively). The weights are a

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=224,
                         help="side of the square input (the MINDIR's input height and width)")
     parser.add_argument("--crop_pct", type=float, default=0.875,
-                        help="center-crop fraction of eval.py (shorter side -> image_size / crop_pct)")
+                        help="center crop of eval.py: shorter side -> image_size / crop_pct")
     parser.add_argument("--num_workers", type=int, default=0,
                         help="decoding processes (0: one per core, at most 8)")
     return parser.parse_args(argv)

@@ -85,7 +85,8 @@ def result_logits(output):
     """{source image (relative path): logits} from the flow's result files."""
     with open(output / "preprocess_Result" / "labels.json", encoding="utf-8") as f:
         record = json.load(f)
-    return {source: np.fromfile(output / "result_Files" / name.replace(".bin", "_0.bin"), np.float32)
+    results = output / "result_Files"
+    return {source: np.fromfile(results / name.replace(".bin", "_0.bin"), np.float32)
             for name, source in record["sources"].items()}, record
 
 
@@ -141,7 +142,8 @@ def test_infer_py_agrees_with_the_flow(cpu_flow, mindir, checkpoint, image_folde
             row = logits[os.path.relpath(prediction["image"], str(image_folder))].astype(np.float64)
             probabilities = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
             top = np.argsort(-probabilities, kind="stable")[:5]
-            assert [name for name, _ in prediction["top5"]] == [record["class_names"][i] for i in top]
+            names = [record["class_names"][i] for i in top]
+            assert [name for name, _ in prediction["top5"]] == names
             assert np.allclose([p for _, p in prediction["top5"]], probabilities[top], atol=1e-4)
 
 
