@@ -157,7 +157,7 @@ note_worker_ranks() {
     local pid comm rank
     while read -r pid comm; do
         [[ "$comm" == tail || -n "${RANK_OF_PID[$pid]:-}" ]] && continue
-        rank=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null |
+        rank=$(tr '\0' '\n' 2>/dev/null < "/proc/$pid/environ" |
                awk -F= '$1 == "MS_ROLE" { role = $2 } $1 == "RANK_ID" { rank = $2 }
                         END { if (role == "MS_WORKER") print rank }')
         [[ -n "$rank" ]] && RANK_OF_PID[$pid]=$rank
