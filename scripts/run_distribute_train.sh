@@ -134,9 +134,9 @@ summarize_success() {
     echo "$SCRIPT_NAME: done in $((SECONDS - START)) s; logs in $RUN_DIR"
     if [[ -n "$digests" ]]; then
         if [[ $(wc -l <<<"$digests") -eq 1 ]]; then
-            echo "$SCRIPT_NAME: every rank ends with the same weights ($digests)"
+            echo "$SCRIPT_NAME: every rank ends with the same trainable weights ($digests)"
         else
-            echo "$SCRIPT_NAME: warning: the ranks end with different weights: $(tr '\n' ' ' <<<"$digests")" >&2
+            echo "$SCRIPT_NAME: warning: the ranks end with different trainable weights: $(tr '\n' ' ' <<<"$digests")" >&2
         fi
     fi
 }
