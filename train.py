@@ -363,15 +363,17 @@ class Trainer:
         _logger.info("rank %d of %d: param_digest=%s", self.rank_id, self.rank_size, digest)
 
     def stop_signal(self, epoch, step_in_epoch):
+        """Save (mid-epoch: interrupted.ckpt; at an epoch end last.ckpt is already
+        written) and return the exit status 128 + signal number."""
         name = signal.Signals(self.stop.signum).name
         if step_in_epoch == 0:
-            path = self.checkpoints.path(ckpt.LAST)  # written at the end of that epoch
+            path, where = self.checkpoints.path(ckpt.LAST), f"after epoch {epoch}"
         else:
             path = self.checkpoints.save(self.train_step, epoch, ckpt.INTERRUPTED, step_in_epoch)
+            where = f"at step {step_in_epoch} of epoch {epoch + 1}"
         if self.is_main:
-            _logger.warning("stopped by %s at epoch %d step %d; saved %s. Continue with "
-                            "--resume auto --output_dir %s", name, epoch + (step_in_epoch > 0),
-                            step_in_epoch, path, self.config.output_dir)
+            _logger.warning("stopped by %s %s; saved %s. Continue with --resume auto "
+                            "--output_dir %s", name, where, path, self.config.output_dir)
         return 128 + self.stop.signum
 
     def stop_nonfinite(self, loss, epoch, step):
