@@ -68,15 +68,18 @@ require_file() {
     [[ -r "$2" ]] || usage_error "$1 is not readable: $2 (check its permissions)"
 }
 
-# require_number NAME VALUE MIN [MAX]: a whole number in [MIN, MAX].
+# require_number NAME MIN [MAX]: the variable NAME holds a whole number in
+# [MIN, MAX]; rewritten in plain decimal (so "08" is 8, not bad octal).
 require_number() {
-    local value="$2" min="$3" max="${4:-}" ok=1
-    [[ "$value" =~ ^[0-9]+$ ]] || ok=0
-    ((ok)) && ((10#$value < min)) && ok=0
-    ((ok)) && [[ -n "$max" ]] && ((10#$value > max)) && ok=0
+    local -n number="$1"
+    local min="$2" max="${3:-}" ok=1
+    [[ "$number" =~ ^[0-9]+$ ]] || ok=0
+    ((ok)) && ((10#$number < min)) && ok=0
+    ((ok)) && [[ -n "$max" ]] && ((10#$number > max)) && ok=0
     local range=">= $min"
     [[ -n "$max" ]] && range="from $min to $max"
-    ((ok)) || usage_error "$1 must be a whole number $range, got '$value'"
+    ((ok)) || usage_error "$1 must be a whole number $range, got '$number'"
+    number=$((10#$number))
 }
 
 # normalize_device_target NAME: the variable NAME set to Ascend, GPU or CPU in

@@ -55,7 +55,7 @@ TRAIN_FLAGS=("$@")
 check_script_flags "data_path config_path device_target" -- "${TRAIN_FLAGS[@]}"
 require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>"
 require_file CONFIG_PATH "$CONFIG_PATH" "a yaml recipe such as config/ghostnetv2_100_imagenet.yaml"
-require_number DEVICE_NUM "$DEVICE_NUM" 1
+require_number DEVICE_NUM 1
 normalize_device_target DEVICE_TARGET
 
 USE_RANK_TABLE=0
@@ -69,12 +69,12 @@ if [[ -n "${RANK_TABLE_FILE:-}" ]]; then
         unset RANK_TABLE_FILE
     fi
 fi
-[[ -z "${NODE_RANK:-}" ]] || require_number NODE_RANK "$NODE_RANK" 0
+[[ -z "${NODE_RANK:-}" ]] || require_number NODE_RANK 0
 
 # msrun's cluster: this machine's workers among WORKER_NUM, the scheduler's address.
 check_cluster_settings() {
     WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
-    require_number WORKER_NUM "$WORKER_NUM" 1
+    require_number WORKER_NUM 1
     ((WORKER_NUM >= DEVICE_NUM)) ||
         usage_error "WORKER_NUM ($WORKER_NUM, all machines) is smaller than DEVICE_NUM ($DEVICE_NUM, this machine)"
     if ((WORKER_NUM > DEVICE_NUM)); then
@@ -84,18 +84,18 @@ check_cluster_settings() {
             usage_error "several machines need NODE_RANK, this machine's index (0 on the MASTER_ADDR machine)"
     fi
     if [[ -n "${NODE_RANK:-}" ]]; then
-        local needed=$(((10#$NODE_RANK + 1) * DEVICE_NUM))
+        local needed=$(((NODE_RANK + 1) * DEVICE_NUM))
         ((needed <= WORKER_NUM)) ||
             usage_error "NODE_RANK $NODE_RANK with DEVICE_NUM $DEVICE_NUM per machine needs WORKER_NUM (all machines) >= $needed, got $WORKER_NUM"
     fi
     MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
     MASTER_PORT="${MASTER_PORT:-8118}"
-    require_number MASTER_PORT "$MASTER_PORT" 1024 65535
+    require_number MASTER_PORT 1024 65535
     CLUSTER_TIME_OUT="${CLUSTER_TIME_OUT:-600}"
     [[ "$CLUSTER_TIME_OUT" =~ ^-?[0-9]+$ ]] ||
         usage_error "CLUSTER_TIME_OUT must be a number of seconds (negative: no limit), got '$CLUSTER_TIME_OUT'"
     FAILURE_GRACE="${FAILURE_GRACE:-10}"
-    require_number FAILURE_GRACE "$FAILURE_GRACE" 0
+    require_number FAILURE_GRACE 0
 }
 ((USE_RANK_TABLE)) || check_cluster_settings
 

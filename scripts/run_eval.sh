@@ -47,7 +47,7 @@ if [[ -n "$CONFIG_PATH" ]]; then
 fi
 EVAL_ARGS+=("$@")
 export DEVICE_ID="${DEVICE_ID:-0}"
-require_number DEVICE_ID "$DEVICE_ID" 0
+require_number DEVICE_ID 0
 
 pick_python
 START=$SECONDS

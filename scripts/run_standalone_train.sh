@@ -43,7 +43,7 @@ if [[ -n "$DEVICE_TARGET" ]]; then
 fi
 TRAIN_ARGS+=("$@")
 export DEVICE_ID="${DEVICE_ID:-0}"
-require_number DEVICE_ID "$DEVICE_ID" 0
+require_number DEVICE_ID 0
 
 pick_python
 START=$SECONDS
