@@ -16,7 +16,13 @@ API (kept stable; other tests import it):
 - ``port_from_checkpoint(src, dst, name, num_classes=1000)`` -> converts
   ``src`` with convert_weights.py and returns the loaded MindSpore port in
   eval mode.
+- ``convert_with_cli(src, dst, *extra_args)`` -> runs convert_weights.py's
+  main() in this process; raises with its stderr if it fails.
+- ``timm_from_safetensors(name, path)`` -> fresh timm model, strict load.
+- ``port_parameters(net)`` -> {MindSpore name: numpy array}.
 - ``timm_logits(model, images)`` / ``port_logits(net, images)`` -> numpy logits.
+- ``photo_spread(logits)`` -> how much the first two images' logits differ,
+  relative to the largest logit (near 0: a blind reference).
 - ``parity(reference, port)`` -> dict of max abs diff, max |logit|, relative diff.
 - ``ParityCase(name, workdir)``: all of the above for one model, with the
   logits of each of PARITY_INPUTS computed once (tests/test_parity.py and
