@@ -149,7 +149,8 @@ def main(argv=None):
     try:
         set_device(config.device_target)
         if config.run_config:
-            _logger.info("recipe: %s (written by train.py beside the checkpoint)", config.run_config)
+            _logger.info("recipe: %s (written by train.py beside the checkpoint)",
+                         config.run_config)
         result = run(config)
     except (ConfigError, DatasetError, WeightsError) as err:
         print(f"eval.py: error: {err}", file=sys.stderr)

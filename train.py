@@ -32,12 +32,13 @@ from src.distributed import (all_reduce_sum, init_distributed, launched_distribu
                              param_digest)
 from src.evaluation import evaluate  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
-from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
+from src.metrics_log import MetricsLog, best_value, plot_metrics, write_text_atomic  # noqa: E402
 from src.model_utils.config import config_to_yaml, get_config  # noqa: E402
 from src.train_utils import (ConfigError, augment_args, check_image_size,  # noqa: E402
-                             check_train_config, copy_weights, create_optimizer, create_train_step,
-                             effective_amp_level, lr_schedule, set_device, set_seed, setup_logging)
-from src.weights import WeightsError, atomic_write, classifier_classes, load_weights, read_weights  # noqa: E402
+                             check_train_config, copy_weights, create_eval_network,
+                             create_optimizer, create_train_step, effective_amp_level, lr_schedule,
+                             set_device, set_global_step, set_seed, setup_logging)
+from src.weights import WeightsError, classifier_classes, load_weights, read_weights  # noqa: E402
 
 _logger = logging.getLogger("train")
 
@@ -128,7 +129,8 @@ def resolve_resume(config):
     if config.resume == "auto":
         path = ckpt.latest_checkpoint(config.output_dir)
         if path is None:
-            _logger.info("--resume auto: no checkpoint in %s, starting a fresh run", config.output_dir)
+            _logger.info("--resume auto: no checkpoint in %s, starting a fresh run",
+                         config.output_dir)
         return path
     if config.resume:
         return os.path.abspath(os.path.expanduser(config.resume))
@@ -140,7 +142,8 @@ def resolve_resume(config):
     return None
 
 
-def build_network(config, rank_id):
+def build_network(config):
+    """The recipe's network, with --pretrained weights loaded when given."""
     net = create_model(config.model, num_classes=config.num_classes, dropout=config.dropout)
     check_image_size(net, config.image_size)
     if config.pretrained:
@@ -193,7 +196,7 @@ class Trainer:
                          self.val_data.num_files)
         self.steps_per_epoch = self.train_data.num_files // config.batch_size
         self.lrs = lr_schedule(config, self.steps_per_epoch)
-        self.net = build_network(config, self.rank_id)
+        self.net = build_network(config)
         optimizer = create_optimizer(self.net, config, self.lrs)
         self.train_step = create_train_step(self.net, config, optimizer)
         self.optimizer = optimizer
@@ -203,10 +206,7 @@ class Trainer:
         self.records = self.metrics.truncate_after(self.start_epoch)
         self.best_top1 = best_value(self.records)
         if self.val_data is not None:
-            self.eval_net = create_model(config.model, num_classes=config.num_classes,
-                                         dropout=config.dropout)
-            from mindcv.utils.amp import auto_mixed_precision
-            auto_mixed_precision(self.eval_net, effective_amp_level(config))
+            self.eval_net = create_eval_network(config)
             self.val_iterator = self.val_data.create_tuple_iterator(num_epochs=-1)
 
     def resume(self, path):
@@ -225,8 +225,7 @@ class Trainer:
             _logger.warning("%s: optimizer step %d does not match epoch %d step %d of this run "
                             "(%d steps per epoch); the lr schedule continues at step %d", path,
                             global_step, epoch, step_in_epoch, self.steps_per_epoch, expected_step)
-            import mindspore as ms
-            self.optimizer.global_step.set_data(ms.Tensor([expected_step], ms.int32))
+            set_global_step(self.optimizer, expected_step)
         self.start_epoch, self.start_step = epoch, step_in_epoch
         _logger.info("resumed from %s: %d epochs done, continuing at epoch %d step %d with lr %.6g",
                      path, epoch, epoch + 1, step_in_epoch, self.lrs[expected_step])
@@ -334,8 +333,10 @@ class Trainer:
             record.update(val_loss=result["loss"], top1=result["top1"], top5=result["top5"],
                           val_images=result["num_images"])
             _logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.4f, top-5 %.4f "
-                         "(%d images%s), %.1f s", epoch, config.epoch_size, nan_if_none(record["train_loss"]), result["loss"], result["top1"], result["top5"],
-                         result["num_images"], ", EMA weights" if config.ema else "", seconds)
+                         "(%d images%s), %.1f s", epoch, config.epoch_size,
+                         nan_if_none(record["train_loss"]), result["loss"], result["top1"],
+                         result["top5"], result["num_images"],
+                         ", EMA weights" if config.ema else "", seconds)
         else:
             _logger.info("epoch %d/%d: train loss %.4f, %.1f s", epoch, config.epoch_size,
                          nan_if_none(record["train_loss"]), seconds)
@@ -386,9 +387,8 @@ class Trainer:
 
 
 def write_run_config(config):
-    path = os.path.join(config.output_dir, "config.yaml")
-    text = config_to_yaml(config)
-    atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
+    """output_dir/config.yaml: the resolved recipe (eval.py picks it up)."""
+    write_text_atomic(os.path.join(config.output_dir, "config.yaml"), config_to_yaml(config))
 
 
 def main(argv=None):

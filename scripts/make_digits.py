@@ -13,7 +13,8 @@ from src.digits import write_digits  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="data/digits", help="folder to write train/ and val/ into")
+    parser.add_argument("--output", default="data/digits",
+                        help="folder to write train/ and val/ into")
     parser.add_argument("--image_size", type=int, default=64,
                         help="side of the written images (GhostNetV2 needs at least 64)")
     parser.add_argument("--val_fraction", type=float, default=0.2)

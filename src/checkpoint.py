@@ -99,7 +99,8 @@ def restore_training_state(train_step, path):
         expected[name].set_data(ms.Tensor(saved[name[len("ema."):]]))
     if fresh_ema:
         _logger.info("%s has no EMA weights: EMA starts from the loaded weights", path)
-    ignored = sorted(k for k in saved if k not in expected and k not in (EPOCH_KEY, STEP_IN_EPOCH_KEY))
+    position_keys = (EPOCH_KEY, STEP_IN_EPOCH_KEY)
+    ignored = sorted(k for k in saved if k not in expected and k not in position_keys)
     if ignored:
         _logger.info("not used from %s: %s%s", path, ", ".join(ignored[:5]),
                      " ..." if len(ignored) > 5 else "")

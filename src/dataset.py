@@ -117,7 +117,8 @@ def to_rgb(img):
         gray = np.clip(np.round(wide / scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if img.mode == "F":
-        return Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L").convert("RGB")
+        gray = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # the documented way for palette images with transparency
     return img.convert("RGB") if img.mode != "RGB" else img

@@ -32,7 +32,8 @@ def init_distributed(device_target="CPU"):
     ms.reset_auto_parallel_context()
     fusion = {}
     if device_target == "CPU":  # Ascend and GPU fuse the gradient all-reduces by default
-        fusion = dict(comm_fusion={"allreduce": {"mode": "size", "config": CPU_ALLREDUCE_BUCKET_MB}})
+        bucket = {"mode": "size", "config": CPU_ALLREDUCE_BUCKET_MB}
+        fusion = dict(comm_fusion={"allreduce": bucket})
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
                                  gradients_mean=True, device_num=rank_size, **fusion)
     return rank_id, rank_size

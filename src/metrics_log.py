@@ -8,6 +8,13 @@ from .weights import atomic_write
 _logger = logging.getLogger(__name__)
 
 
+def write_text_atomic(path, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
 class MetricsLog:
     """One JSON object per epoch; a no-op on ranks other than 0."""
 
@@ -26,7 +33,8 @@ class MetricsLog:
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError:
-                        _logger.warning("%s: skipping a line that is not JSON: %.60s", self.path, line)
+                        _logger.warning("%s: skipping a line that is not JSON: %.60s",
+                                        self.path, line)
         return records
 
     def append(self, record):
@@ -38,8 +46,7 @@ class MetricsLog:
         """On resume: drop the records of epochs the resumed run will redo."""
         kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
         if self.enabled and os.path.isfile(self.path):
-            text = "".join(json.dumps(r) + "\n" for r in kept)
-            atomic_write(self.path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
 
 

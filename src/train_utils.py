@@ -89,8 +89,8 @@ def set_device(device_target):
         available = [d for d in DEVICE_TARGETS if hal.is_available(d)]
         raise ConfigError(f"--device_target {device_target} is not available in this MindSpore "
                           f"installation ({ms.__version__}); available here: "
-                          f"{', '.join(available)}. Pass --device_target {available[0]}, or install "
-                          f"the MindSpore build for {device_target}.")
+                          f"{', '.join(available)}. Pass --device_target {available[0]}, or "
+                          f"install the MindSpore build for {device_target}.")
     ms.set_context(mode=ms.GRAPH_MODE, device_target=device_target)
     if device_target != "CPU" and os.environ.get("DEVICE_ID", "").isdigit():
         ms.set_context(device_id=int(os.environ["DEVICE_ID"]))  # rank-table launch
@@ -196,6 +196,22 @@ def create_train_step(net, config, optimizer):
     step = TrainStep(net_with_loss, optimizer, scale_sense=loss_scale_sense(config),
                      ema=config.ema, ema_decay=config.ema_decay)
     return step.set_train()
+
+
+def create_eval_network(config):
+    """A second network for validation (same model and precision as training),
+    into which ``copy_weights`` puts the weights to score."""
+    from mindcv.utils.amp import auto_mixed_precision
+    from .ghostnetv2 import create_model
+    net = create_model(config.model, num_classes=config.num_classes, dropout=config.dropout)
+    auto_mixed_precision(net, effective_amp_level(config))
+    return net
+
+
+def set_global_step(optimizer, step):
+    """Move the optimizer (and so the lr schedule) to ``step``."""
+    import mindspore as ms
+    optimizer.global_step.set_data(ms.Tensor([step], ms.int32))
 
 
 def parameters_by_name(cell):

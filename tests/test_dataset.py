@@ -107,7 +107,8 @@ def test_unreadable_files_are_skipped_named_once_and_counted(odd_folder, caplog)
             assert sum(len(b) for b in labels) == 6
     assert dataset.num_files == 10
     assert dataset.bad_images.count == 4
-    warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records
+              if "skipping unreadable image" in r.getMessage()]
     assert len(warned) == 4
     for name in ("empty.jpg", "text.jpg", "truncated.jpg", "truncated.png"):
         assert sum(name in message for message in warned) == 1, name

@@ -36,7 +36,8 @@ def known_case(tmp_path_factory):
         folder = root / "data" / f"class_{label}"
         folder.mkdir(parents=True)
         for i in range(count):
-            Image.fromarray(rng.randint(0, 256, (72, 64, 3)).astype(np.uint8)).save(folder / f"{i}.png")
+            pixels = rng.randint(0, 256, (72, 64, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
     (root / "data" / "class_0" / "broken.jpg").write_bytes(b"")  # skipped, not counted
     net = create_model("ghostnetv2_100", num_classes=len(COUNTS))
     params = {p.name: p.asnumpy() for p in net.get_parameters()}

@@ -156,7 +156,7 @@ def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog):
     save_checkpoint(params, str(tmp_path / "ten.ckpt"))
     config = train.parse_config(argv(tiny, "--pretrained", str(tmp_path / "ten.ckpt")))
     with caplog.at_level("INFO", logger="train"):
-        net = train.build_network(config, 0)
+        net = train.build_network(config)
     assert "classifier dropped" in caplog.text and "ten.ckpt" in caplog.text
     loaded = parameters_by_name(net)
     np.testing.assert_array_equal(loaded["conv_stem.weight"].asnumpy(), params["conv_stem.weight"])
