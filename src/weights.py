@@ -182,8 +182,17 @@ def compare_to_network(net, params, source="weights"):
         lines.append("  only the classifier differs: set num_classes to the file's, or "
                      "fine-tune with drop_classifier (train.py --pretrained FILE)")
     else:
-        lines.append("  check --model (width) and --num_classes against the file")
+        lines.append("  check --model (width) and --num_classes against the file" + _guess_hint(params))
     raise WeightsError("\n".join(lines))
+
+
+def _guess_hint(params):
+    """'; the file looks like ghostnetv2_130 with 10 classes' where that can be told."""
+    try:
+        name, classes = infer_model(params)
+    except WeightsError:
+        return ""
+    return f"; the file looks like {name} with {classes} classes"
 
 
 def load_weights(net, path, drop_classifier=False):
