@@ -39,15 +39,18 @@ import tempfile
 import time
 
 import mindspore as ms
+from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "kernel_library", "kernels_available", "use_cpu_kernels",
+__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "kernel_library", "kernels_available", "use_cpu_kernels",
            "count_kernel_layers",
            "set_num_threads", "portable", "forget_compiled_graphs", "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "depthwise.cc")
+KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCES = tuple(os.path.join(KERNEL_DIR, name) for name in ("pool.cc", "depthwise.cc", "gating.cc"))
+HEADERS = (os.path.join(KERNEL_DIR, "thread_pool.h"),)
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
 COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c++17", "-shared",
@@ -76,17 +79,23 @@ def _cache_dir():
                                                      "ghostnetv2_kernels")
 
 
+def _build_key():
+    digest = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        with open(name, "rb") as source:
+            digest.update(source.read())
+    digest.update(" ".join(COMPILE_FLAGS).encode() + _cpu_flags().encode())
+    return digest.hexdigest()[:16]
+
+
 def build_library(out_dir=None):
-    """Compile depthwise.cc into out_dir (cached by source, flags and CPU); return the .so path."""
+    """Compile src/kernels into out_dir (cached by sources, flags and CPU); return the .so path."""
     compiler = shutil.which("g++")
     if compiler is None:
         raise KernelBuildError("g++ not found (install build-essential to get the fast "
-                               "depthwise convolution kernels)")
-    with open(SOURCE, "rb") as source:
-        key = hashlib.sha256(source.read() + " ".join(COMPILE_FLAGS).encode()
-                             + _cpu_flags().encode()).hexdigest()[:16]
+                               "CPU kernels)")
     out_dir = out_dir or _cache_dir()
-    path = os.path.join(out_dir, f"depthwise_{key}.so")
+    path = os.path.join(out_dir, f"ghostnetv2_kernels_{_build_key()}.so")
     if os.path.isfile(path):
         return path
     os.makedirs(out_dir, exist_ok=True)
@@ -94,13 +103,14 @@ def build_library(out_dir=None):
     # workers) never load a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    command = [compiler, *COMPILE_FLAGS, "-o", tmp, SOURCE]
+    command = [compiler, *COMPILE_FLAGS, "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         os.unlink(tmp)
-        raise KernelBuildError(f"compiling {SOURCE} failed:\n{' '.join(command)}\n{result.stderr}")
+        raise KernelBuildError(f"compiling the CPU kernels failed:\n{' '.join(command)}\n"
+                               f"{result.stderr}")
     os.replace(tmp, path)
-    logger.info("built the depthwise convolution kernels: %s", path)
+    logger.info("built the CPU kernels: %s", path)
     return path
 
 
@@ -111,8 +121,8 @@ def kernel_library():
         try:
             _library["path"] = build_library()
         except (KernelBuildError, OSError) as err:
-            logger.warning("fast CPU depthwise kernels unavailable, using MindSpore's "
-                           "convolution: %s", err)
+            logger.warning("fast CPU kernels unavailable, using MindSpore's own operators: %s",
+                           err)
     return _library["path"]
 
 
@@ -165,7 +175,30 @@ def _custom(library, name, out_shape, bprop=None):
                       func_type="aot", bprop=bprop)
 
 
-class DepthwiseConv2d(nn.Conv2d):
+class KernelSwitch:
+    """Mixin: a cell that runs a custom kernel when ``use_kernel`` is on and a
+    MindSpore formulation of the same operation otherwise (also for inputs
+    that are not float32: the kernels are float32 only)."""
+
+    def set_kernel(self, enabled):
+        """Use the custom kernel (where supported) or MindSpore's operators."""
+        library = kernel_library() if enabled and kernels_available() else None
+        self.use_kernel = library is not None and self.kernel_supported()
+        if self.use_kernel:
+            self.make_kernels(library)
+
+    def refresh(self):
+        """Pick the kernel variant again after the cell's configuration changed."""
+        self.set_kernel(self.use_kernel)
+
+    def kernel_supported(self):
+        return True
+
+    def make_kernels(self, library):
+        raise NotImplementedError
+
+
+class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
     """``nn.Conv2d(channels, channels, kernel_size, stride, group=channels, ...)``
     computed by the custom CPU kernels where supported.
 
@@ -177,15 +210,12 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode,
                          padding=padding, group=channels, has_bias=has_bias)
         self.relu = False
-        self.use_kernel = False
         self.set_kernel(enabled_by_default())
 
-    def set_kernel(self, enabled):
-        """Use the custom kernel (if the geometry is supported) or MindSpore's Conv2D."""
-        library = kernel_library() if enabled and kernels_available() else None
-        self.use_kernel = library is not None and _supports(self)
-        if not self.use_kernel:
-            return
+    def kernel_supported(self):
+        return _supports(self)
+
+    def make_kernels(self, library):
         stride = self.stride[0]
         suffix = f"S{stride}"
         self.backward_input = _custom(library, f"DwConvBackInput{suffix}",
@@ -214,12 +244,8 @@ class DepthwiseConv2d(nn.Conv2d):
         self.relu = True
         self.refresh()
 
-    def refresh(self):
-        """Pick the kernel variant again after has_bias or relu changed."""
-        self.set_kernel(self.use_kernel)
-
     def construct(self, x):
-        if self.use_kernel:
+        if self.use_kernel and x.dtype == mstype.float32:
             if self.has_bias:
                 return self.kernel(x, self.weight, self.bias)
             return self.kernel(x, self.weight)
@@ -231,12 +257,85 @@ class DepthwiseConv2d(nn.Conv2d):
         return out
 
 
+class GateMultiply(KernelSwitch, nn.Cell):
+    """``out * nearest_upsample(gate, out's H x W)`` with PyTorch's legacy
+    nearest indices (the DFC attention gate of GhostNetV2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.multiply = _custom(library, "GateMul", lambda x, g: x)
+        self.backward_gate = _custom(library, "GateMulBackGate", lambda dy, x, g: g)
+        self.kernel = _custom(library, "GateMul", lambda x, g: x, self._bprop)
+
+    def _bprop(self, out, gate, result, dresult):
+        return self.multiply(dresult, gate), self.backward_gate(dresult, out, gate)
+
+    def construct(self, out, gate):
+        if self.use_kernel and out.dtype == mstype.float32:
+            return self.kernel(out, gate)
+        n, c, h, w = out.shape
+        gh, gw = gate.shape[2], gate.shape[3]
+        if h == 2 * gh and w == 2 * gw:
+            # Exact 2x: every gate value covers a 2x2 patch; broadcast instead
+            # of materialising the upsampled gate.
+            out = out.reshape(-1, c, gh, 2, gw, 2) * gate.reshape(-1, c, gh, 1, gw, 1)
+            return out.reshape(-1, c, h, w)
+        return out * ops.ResizeNearestNeighbor((h, w))(gate)
+
+
+class SpatialMean(KernelSwitch, nn.Cell):
+    """Mean over H and W, keeping them as 1 x 1 (global average pooling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.backward = _custom(library, "SpatialMeanBack", lambda dy, x: x)
+        self.kernel = _custom(library, "SpatialMean", lambda x: [x[0], x[1], 1, 1], self._bprop)
+
+    def _bprop(self, x, out, dout):
+        return (self.backward(dout, x),)
+
+    def construct(self, x):
+        if self.use_kernel and x.dtype == mstype.float32:
+            return self.kernel(x)
+        return ops.mean(x, (2, 3), keep_dims=True)
+
+
+class AvgPool2x2(KernelSwitch, nn.Cell):
+    """2x2 average pooling, stride 2, an odd last row / column dropped
+    (``nn.AvgPool2d(kernel_size=2, stride=2)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.backward = _custom(library, "AvgPool2x2Back", lambda dy, x: x)
+        self.kernel = _custom(library, "AvgPool2x2",
+                              lambda x: [x[0], x[1], x[2] // 2, x[3] // 2], self._bprop)
+
+    def _bprop(self, x, out, dout):
+        return (self.backward(dout, x),)
+
+    def construct(self, x):
+        if self.use_kernel and x.dtype == mstype.float32:
+            return self.kernel(x)
+        return self.pool(x)
+
+
 def use_cpu_kernels(net, enabled=True):
-    """Switch every DepthwiseConv2d of ``net`` to the custom kernels (where
-    available) or back to MindSpore's Conv2D. Returns net; the next call
+    """Switch every kernel-backed cell of ``net`` (DepthwiseConv2d, GateMultiply,
+    SpatialMean, AvgPool2x2) to the custom kernels (where available) or back
+    to MindSpore's operators. Returns net; the next call
     recompiles. ``count_kernel_layers(net)`` tells how many layers use them."""
     for _, cell in net.cells_and_names():
-        if isinstance(cell, DepthwiseConv2d):
+        if isinstance(cell, KernelSwitch):
             cell.set_kernel(enabled)
     forget_compiled_graphs(net)
     return net
@@ -244,7 +343,7 @@ def use_cpu_kernels(net, enabled=True):
 
 def count_kernel_layers(net):
     """Number of layers of ``net`` running on the custom kernels."""
-    return sum(isinstance(cell, DepthwiseConv2d) and cell.use_kernel
+    return sum(isinstance(cell, KernelSwitch) and cell.use_kernel
                for _, cell in net.cells_and_names())
 
 
@@ -253,7 +352,7 @@ def portable(net):
     """``with portable(net): ...`` runs the block with MindSpore's own
     convolutions (for ONNX / AIR / portable MINDIR export), then restores."""
     enabled = [(cell, cell.use_kernel) for _, cell in net.cells_and_names()
-               if isinstance(cell, DepthwiseConv2d)]
+               if isinstance(cell, KernelSwitch)]
     use_cpu_kernels(net, False)
     try:
         yield net

@@ -9,6 +9,16 @@ TOLERANCE = 1e-4  # times the largest |logit|
 SIZE = (160, 192)  # non-square, so a transposed kernel or padding would show
 
 
+@pytest.fixture(scope="module", autouse=True)
+def graph_mode():
+    """GRAPH_MODE, as eval.py runs the network (and where compiled graphs are cached)."""
+    import mindspore as ms
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
 def relative_diff(reference, actual):
     return float(np.abs(reference - actual).max() / np.abs(reference).max())
 

@@ -8,11 +8,8 @@
 // Layout NCHW, float32, weights (C, 1, KH, KW), odd KH/KW, padding KH/2 and
 // KW/2 on both sides (PyTorch's padding=k//2), stride 1 or 2, no dilation.
 // Every kernel parallelises over (image, channel) planes, or over channels
-// where it reduces over the batch, on a small thread pool of its own
-// (SetNumThreads; default: all cores). Not OpenMP: OpenMP's idle threads
-// spin and take the cores from MindSpore's own threads between kernels
-// (measured: batch-1 latency 3-10x worse); these workers sleep, and the work
-// is handed out in chunks so that a descheduled thread delays nobody.
+// where it reduces over the batch, on the library's thread pool
+// (thread_pool.h).
 //
 // Entry points follow MindSpore's AOT signature
 //   int f(int nparam, void** params, int* ndims, int64_t** shapes,
@@ -22,112 +19,18 @@
 //   DwConvBackInputS{1,2}:    (dy, w, x) -> dx     (x only gives dx's shape)
 //   DwConvBackWeightS{1,2}:   (dy, x, w) -> dw     (w only gives dw's shape)
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
+
+#include "thread_pool.h"
 
 namespace {
 
+using ghost::pool;
+
 // Scratch planes, one set per thread, kept between calls.
 thread_local std::vector<float> t_buffer;
-
-class ThreadPool {
- public:
-  ~ThreadPool() { resize(1); }
-
-  int size() {
-    std::lock_guard<std::mutex> guard(run_mutex_);
-    return static_cast<int>(workers_.size()) + 1;
-  }
-
-  void resize(int threads) {
-    std::lock_guard<std::mutex> guard(run_mutex_);
-    stop_workers();
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
-  }
-
-  // body(begin, end) over [0, n) in chunks, on the calling thread and the workers.
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
-    std::lock_guard<std::mutex> guard(run_mutex_);  // one parallel_for at a time
-    const int64_t threads = static_cast<int64_t>(workers_.size()) + 1;
-    if (threads == 1 || n < 2) {
-      body(0, n);
-      return;
-    }
-    body_ = &body;
-    total_ = n;
-    chunk_ = std::max<int64_t>(1, n / (threads * 4));
-    next_.store(0);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      busy_ = static_cast<int>(workers_.size());
-      ++generation_;
-    }
-    wake_.notify_all();
-    work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return busy_ == 0; });
-  }
-
- private:
-  void work() {
-    for (;;) {
-      const int64_t begin = next_.fetch_add(chunk_);
-      if (begin >= total_) return;
-      (*body_)(begin, std::min(total_, begin + chunk_));
-    }
-  }
-
-  void worker_loop() {
-    uint64_t seen = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-      }
-      work();
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--busy_ == 0) done_.notify_one();
-    }
-  }
-
-  void stop_workers() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& worker : workers_) worker.join();
-    workers_.clear();
-    stop_ = false;
-  }
-
-  std::mutex run_mutex_, mutex_;
-  std::condition_variable wake_, done_;
-  std::vector<std::thread> workers_;
-  uint64_t generation_ = 0;
-  int busy_ = 0;
-  bool stop_ = false;
-  const std::function<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t total_ = 0, chunk_ = 1;
-  std::atomic<int64_t> next_{0};
-};
-
-ThreadPool& pool() {
-  static ThreadPool* instance = [] {
-    auto* p = new ThreadPool();  // never destroyed: workers must outlive every caller
-    p->resize(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    return p;
-  }();
-  return *instance;
-}
 
 struct Geometry {
   int H, W;    // input plane
@@ -380,8 +283,6 @@ int backward_weight(void** params, int64_t** shapes) {
 #define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
 
 extern "C" {
-void SetNumThreads(int n) { pool().resize(std::max(1, n)); }
-int GetNumThreads() { return pool().size(); }
 int DwConvS1(AOT_ARGS) { return forward<1, false, false>(params, shapes); }
 int DwConvS2(AOT_ARGS) { return forward<2, false, false>(params, shapes); }
 int DwConvS1Bias(AOT_ARGS) { return forward<1, true, false>(params, shapes); }

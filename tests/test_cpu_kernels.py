@@ -1,0 +1,134 @@
+"""src/cpu_kernels.py: the custom CPU kernels compute what MindSpore's
+operators compute (forward and gradients), in the cells and in the network."""
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import nn
+
+from src.cpu_kernels import (AvgPool2x2, DepthwiseConv2d, GateMultiply, SpatialMean,
+                             count_kernel_layers, kernels_available, portable, use_cpu_kernels)
+
+pytestmark = pytest.mark.skipif(not kernels_available(),
+                                reason="CPU kernels unavailable (no g++ or not a CPU target)")
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def graph_mode():
+    """GRAPH_MODE, as eval.py runs the network (and where compiled graphs are cached)."""
+    import mindspore as ms
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+def tensor(*shape):
+    return ms.Tensor(RNG.normal(size=shape).astype(np.float32))
+
+
+class GradOfWeightedSum(nn.Cell):
+    """Gradients of sum(cell(*inputs) * target) w.r.t. every input and weight."""
+
+    def __init__(self, cell, num_inputs):
+        super().__init__()
+        self.cell = cell
+        weights = cell.trainable_params()
+        self.grad = ms.grad(self.loss, grad_position=tuple(range(num_inputs)),
+                            weights=weights if weights else None)
+
+    def loss(self, *args):
+        *inputs, target = args
+        return (self.cell(*inputs) * target).sum()
+
+    def construct(self, *args):
+        return self.grad(*args)
+
+
+def flat_numpy(grads):
+    if isinstance(grads, (tuple, list)):
+        return [array for g in grads for array in flat_numpy(g)]
+    return [grads.asnumpy()]
+
+
+def assert_same_as_mindspore(make_cell, inputs, forward_tol=0.0, grad_tol=1e-5):
+    """Kernel cell vs the same cell on MindSpore's operators (same weights)."""
+    reference, kernel = make_cell(), make_cell()
+    for ref_param, param in zip(reference.get_parameters(), kernel.get_parameters()):
+        param.set_data(ref_param.data.copy())
+    use_cpu_kernels(reference, False)
+    use_cpu_kernels(kernel, True)
+    assert kernel.use_kernel and not reference.use_kernel
+    expected, actual = reference(*inputs).asnumpy(), kernel(*inputs).asnumpy()
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=forward_tol)
+    target = tensor(*expected.shape)
+    expected_grads = flat_numpy(GradOfWeightedSum(reference, len(inputs))(*inputs, target))
+    actual_grads = flat_numpy(GradOfWeightedSum(kernel, len(inputs))(*inputs, target))
+    assert len(actual_grads) == len(expected_grads)
+    for got, want in zip(actual_grads, expected_grads):
+        np.testing.assert_allclose(got, want, rtol=0, atol=grad_tol * max(1.0, np.abs(want).max()))
+
+
+# (input shape, kernel, stride): odd sizes, both strides, the 1x5 / 5x1 DFC kernels.
+DEPTHWISE_CASES = [((2, 8, 9, 11), (3, 3), 1), ((2, 8, 9, 11), (3, 3), 2),
+                   ((2, 8, 10, 12), (5, 5), 2), ((2, 8, 7, 7), (1, 5), 1), ((2, 8, 7, 6), (5, 1), 1)]
+
+
+@pytest.mark.parametrize("shape,kernel,stride", DEPTHWISE_CASES)
+def test_depthwise_conv(shape, kernel, stride):
+    padding = (kernel[0] // 2, kernel[0] // 2, kernel[1] // 2, kernel[1] // 2)
+    assert_same_as_mindspore(
+        lambda: DepthwiseConv2d(shape[1], kernel, stride, pad_mode="pad", padding=padding),
+        [tensor(*shape)])
+
+
+@pytest.mark.parametrize("size,gate_size", [((56, 56), (28, 28)), ((7, 7), (3, 3)),
+                                            ((97, 131), (48, 65))])
+def test_gate_multiply(size, gate_size):
+    """Includes the non-2x ratios, where the kernel must use PyTorch's legacy indices."""
+    assert_same_as_mindspore(GateMultiply, [tensor(2, 3, *size), tensor(2, 3, *gate_size)])
+
+
+@pytest.mark.parametrize("cell,shape", [(SpatialMean, (2, 5, 7, 9)), (AvgPool2x2, (2, 5, 7, 9)),
+                                        (AvgPool2x2, (2, 5, 8, 6))])
+def test_pooling(cell, shape):
+    assert_same_as_mindspore(cell, [tensor(*shape)], forward_tol=1e-6)
+
+
+def test_unsupported_geometry_falls_back():
+    conv = DepthwiseConv2d(4, 4, 1, pad_mode="same")  # even kernel: not in the kernels
+    use_cpu_kernels(conv)
+    assert not conv.use_kernel
+    assert conv(tensor(1, 4, 8, 8)).shape == (1, 4, 8, 8)
+
+
+def test_network_with_kernels_and_portable_export(tmp_path):
+    """The whole network, fused, on kernels vs MindSpore's operators, at an
+    odd input size (every DFC gate upsampled by a non-2x ratio); then ONNX
+    export works under portable()."""
+    import onnxruntime
+    from export import export_network
+    from src.fuse import fuse_bn
+    from src.ghostnetv2 import create_model
+
+    net = create_model("ghostnetv2_100", num_classes=10)
+    images = RNG.normal(size=(2, 3, 65, 81)).astype(np.float32)
+    reference = net(ms.Tensor(images)).asnumpy()
+    use_cpu_kernels(net)
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8  # depthwise, gates, pools, means
+    on_kernels = net(ms.Tensor(images)).asnumpy()
+    fuse_bn(net)
+    fused = net(ms.Tensor(images)).asnumpy()
+    scale = np.abs(reference).max()
+    assert np.abs(on_kernels - reference).max() <= 1e-5 * scale
+    assert np.abs(fused - reference).max() <= 1e-4 * scale
+
+    path = str(tmp_path / "net.onnx")
+    with portable(net):
+        export_network(net, "ONNX", path, 2, 65, 81)
+    assert count_kernel_layers(net) == 105  # restored
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert np.abs(onnx_logits - reference).max() <= 1e-4 * scale
