@@ -15,16 +15,22 @@ MindSpore on the CPU executes them much faster:
 - the ghost module's ``concat(...)[:, :oup]`` slice is only emitted when the
   concat really has more than ``oup`` channels (never at the paper's widths:
   make_divisible keeps every channel count a multiple of 4);
-- the DFC gate's nearest upsample by exactly 2x is a broadcast multiply on a
-  reshaped view, bit-identical to ``interpolate(mode='nearest')``; any other
-  ratio (odd feature sizes) uses ResizeNearestNeighbor with the legacy
-  ``floor(i * in / out)`` index that PyTorch uses.
+- the DFC gate's nearest upsample and multiply is one cell (GateMultiply):
+  by exactly 2x a broadcast multiply on a reshaped view, bit-identical to
+  ``interpolate(mode='nearest')``; any other ratio (odd feature sizes) uses
+  ResizeNearestNeighbor with the legacy ``floor(i * in / out)`` index that
+  PyTorch uses.
+
+Depthwise convolutions, the DFC gate, its 2x2 pooling and the global means
+are cells of src/cpu_kernels.py: MindSpore operators by default, and custom
+CPU kernels computing the same (float32 rounding aside) after
+``use_cpu_kernels(net)``, several times faster on the CPU.
 """
 import math
 
 from mindspore import nn, ops
 
-from src.cpu_kernels import DepthwiseConv2d
+from src.cpu_kernels import AvgPool2x2, DepthwiseConv2d, GateMultiply, SpatialMean
 
 __all__ = [
     "GhostNetV2",
@@ -106,18 +112,6 @@ def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=Fal
     return nn.SequentialCell(layers)
 
 
-def upsample_gate(gate, out):
-    """Multiply ``out`` by ``gate`` nearest-upsampled to out's (H, W)."""
-    n, c, h, w = out.shape
-    gh, gw = gate.shape[2], gate.shape[3]
-    if h == 2 * gh and w == 2 * gw:
-        # Exact 2x: every gate value covers a 2x2 patch; broadcast instead of
-        # materialising the upsampled gate.
-        out = out.reshape(-1, c, gh, 2, gw, 2) * gate.reshape(-1, c, gh, 1, gw, 1)
-        return out.reshape(-1, c, h, w)
-    return out * ops.ResizeNearestNeighbor((h, w))(gate)
-
-
 def dfc_attention(in_channels, out_channels, kernel_size=5):
     """Decoupled fully-connected attention: the long-range gate of GhostNetV2.
 
@@ -149,7 +143,8 @@ class GhostModule(nn.Cell):
         self.use_dfc = dfc_kernel_size > 0
         if self.use_dfc:
             self.short_conv = dfc_attention(in_channels, out_channels, dfc_kernel_size)
-            self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+            self.pool = AvgPool2x2()
+            self.gate_multiply = GateMultiply()
 
     def construct(self, x):
         x1 = self.primary_conv(x)
@@ -158,7 +153,7 @@ class GhostModule(nn.Cell):
             out = out[:, :self.out_channels]
         if self.use_dfc:
             gate = ops.sigmoid(self.short_conv(self.pool(x)))
-            out = upsample_gate(gate, out)
+            out = self.gate_multiply(out, gate)
         return out
 
 
@@ -174,9 +169,10 @@ class SqueezeExcite(nn.Cell):
         # Hard sigmoid relu6(x + 3) / 6 written out: MindSpore 2.7.2's ONNX
         # exporter cannot export nn.HSigmoid ("Can not find key HSigmoid").
         self.gate = nn.ReLU6()
+        self.spatial_mean = SpatialMean()
 
     def construct(self, x):
-        scale = ops.mean(x, (2, 3), keep_dims=True)
+        scale = self.spatial_mean(x)
         scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
         return x * (self.gate(scale + 3.0) / 6.0)
 
@@ -283,6 +279,7 @@ class GhostNetV2(nn.Cell):
         self.stage_channels.append(self.num_features)
         self.blocks = nn.SequentialCell(stages)
 
+        self.global_pool = SpatialMean()
         self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, has_bias=True)
         self.act2 = nn.ReLU()
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
@@ -319,7 +316,7 @@ class GhostNetV2(nn.Cell):
         return features
 
     def forward_head(self, x):
-        x = ops.mean(x, (2, 3), keep_dims=True)
+        x = self.global_pool(x)
         x = self.act2(self.conv_head(x))
         x = ops.flatten(x)
         if self.dropout is not None:
