@@ -1,32 +1,39 @@
-"""Fast depthwise convolution on the CPU: MindSpore custom (AOT) operators.
+"""Fast CPU kernels for GhostNetV2: MindSpore custom (AOT) operators.
 
 MindSpore 2.7.2 runs every depthwise convolution through oneDNN in plain NCHW
-layout, where oneDNN falls back to im2col + GEMM per channel; GhostNetV2
-spends most of its convolution time there. ``src/kernels/depthwise.cc``
-computes the same convolution (forward, and both gradients for training)
-with vectorised loops, 2-4x faster (benchmark/RESULTS.md).
+layout, where oneDNN falls back to im2col + GEMM per channel, and its CPU
+kernels for nearest resize, spatial mean and small pooling run far below
+memory bandwidth. ``src/kernels/*.cc`` computes the same operations (forward,
+and the gradients for training) with vectorised loops on a small thread pool.
+Measured effect: benchmark/RESULTS.md.
 
-``DepthwiseConv2d`` is an ``nn.Conv2d`` (same parameters, names, shapes,
-padding attributes) whose construct calls the custom operator when it can:
-on the CPU, float32, odd kernels, stride 1 or 2, padding k // 2. Otherwise,
-or when the kernels are switched off, it is exactly ``nn.Conv2d``.
+The kernel-backed cells (all without parameters of their own, so parameter
+names and shapes are those of the plain model):
 
-Switching them on (off by default, see below):
+- ``DepthwiseConv2d``: an ``nn.Conv2d`` (same parameters, padding attributes)
+  for depthwise convolutions with odd kernels, stride 1 or 2, padding k // 2;
+- ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
+- ``SpatialMean``: mean over H, W (keeping 1 x 1);
+- ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``.
+
+Each cell runs its kernel when ``use_kernel`` is on and the input is float32,
+and MindSpore's operators otherwise (same results up to float32 rounding;
+the depthwise convolution and the gate are bit-identical).
+
+On by default for networks built while the device target is CPU
+(``GHOSTNETV2_CPU_KERNELS=0`` turns that off); for one network:
 
     from src.cpu_kernels import use_cpu_kernels
-    use_cpu_kernels(net)                  # after building / loading / fuse_bn
+    use_cpu_kernels(net, False)   # or True
 
-or ``GHOSTNETV2_CPU_KERNELS=1`` in the environment for every new network.
-A network with the kernels on cannot be exported to ONNX or AIR (MindSpore's
-exporters cannot write a custom operator), and a MINDIR exported from it runs
-only where the same library exists (``nn.GraphCell`` on this machine). Export
-under ``with portable(net): ...`` for a file that runs anywhere. The kernels
-are off by default so that exporting a freshly built network always works.
+MindSpore's ONNX and AIR exporters cannot write a custom operator, and a
+MINDIR holding one runs only where the same library exists: export under
+``with portable(net): ...`` (export.py does) for files of standard operators.
 
 The library is compiled once per machine with g++ into
 ``$GHOSTNETV2_KERNEL_DIR`` (default ``~/.cache/ghostnetv2_kernels``); without
-g++ (or on a non-CPU target) the network keeps MindSpore's own convolution
-and a warning says why.
+g++ (or on a non-CPU target) the cells keep MindSpore's operators and a
+warning says why.
 """
 import contextlib
 import ctypes
@@ -134,7 +141,7 @@ def kernels_available():
 
 
 def enabled_by_default():
-    return os.environ.get(ENABLE_ENV, "0") == "1" and kernels_available()
+    return os.environ.get(ENABLE_ENV, "1") != "0" and kernels_available()
 
 
 def set_num_threads(num_threads):
