@@ -13,6 +13,12 @@ SIZE = (160, 192)  # non-square, so a transposed kernel or padding would show
 def graph_mode():
     """GRAPH_MODE, as eval.py runs the network (and where compiled graphs are cached)."""
     import mindspore as ms
+    try:
+        # Before any kernel runs: later tests that set the device again
+        # (export.py's main) fail on a runtime initialised without it.
+        ms.set_device("CPU")
+    except RuntimeError:
+        pass  # an earlier test initialised the runtime already
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     yield
