@@ -49,20 +49,23 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "kernel_library", "kernels_available", "use_cpu_kernels",
+__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "BatchNorm2d",
+           "kernel_library", "kernels_available", "use_cpu_kernels",
            "count_kernel_layers",
            "set_num_threads", "portable", "forget_compiled_graphs", "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCES = tuple(os.path.join(KERNEL_DIR, name) for name in ("pool.cc", "depthwise.cc", "gating.cc"))
+SOURCES = tuple(os.path.join(KERNEL_DIR, name)
+                for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc"))
 HEADERS = (os.path.join(KERNEL_DIR, "thread_pool.h"),)
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
 COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c++17", "-shared",
                  "-fPIC")
 ENABLE_ENV = "GHOSTNETV2_CPU_KERNELS"
+MAX_KERNEL_TAPS = 49  # kMaxTaps of depthwise.cc: up to 7x7
 CACHE_ENV = "GHOSTNETV2_KERNEL_DIR"
 
 
@@ -156,12 +159,14 @@ def set_num_threads(num_threads):
 
 
 def _supports(conv):
-    """Geometry the kernels implement: depthwise, odd kernel, stride 1/2, padding k//2."""
+    """Geometry the kernels implement: depthwise, odd kernel up to 7x7, stride 1/2, padding k//2."""
     kh, kw = conv.kernel_size  # nn.Conv2d stores kernel_size, stride, dilation as pairs
     stride = conv.stride[0]
     if conv.group != conv.in_channels or conv.in_channels != conv.out_channels:
         return False
-    if kh % 2 == 0 or kw % 2 == 0 or conv.stride[1] != stride or stride not in (1, 2):
+    if kh % 2 == 0 or kw % 2 == 0 or kh * kw > MAX_KERNEL_TAPS:
+        return False
+    if conv.stride[1] != stride or stride not in (1, 2):
         return False
     if tuple(conv.dilation) != (1, 1) or conv.data_format != "NCHW":
         return False
@@ -177,8 +182,11 @@ def _output_size(size, kernel, stride):
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _custom(library, name, out_shape, bprop=None):
-    return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=lambda *dtypes: dtypes[0],
+def _custom(library, name, out_shape, bprop=None, outputs=1):
+    """A custom operator whose outputs have the first input's dtype."""
+    def out_dtype(*dtypes):
+        return dtypes[0] if outputs == 1 else (dtypes[0],) * outputs
+    return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=out_dtype,
                       func_type="aot", bprop=bprop)
 
 
@@ -332,6 +340,47 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
         if self.use_kernel and x.dtype == mstype.float32:
             return self.kernel(x)
         return self.pool(x)
+
+
+class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training mode (batch statistics, running
+    averages, gradients) runs the custom kernels; evaluation mode is
+    MindSpore's (or folded away by fuse_bn). The same parameters, and the same
+    running-average rule as MindSpore's: ``moving = momentum * moving + (1 -
+    momentum) * batch``, with the unbiased batch variance."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, **kwargs):
+        super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
+        self.eps_tensor = ms.Tensor([eps], mstype.float32)
+        self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        return self.format == "NCHW"
+
+    def make_kernels(self, library):
+        self.backward = _custom(library, "BatchNormTrainBack",
+                                lambda dy, x, gamma, mean, var, eps: (x, gamma, gamma), outputs=3)
+        self.kernel = _custom(library, "BatchNormTrain",
+                              lambda x, gamma, beta, eps: (x, gamma, gamma), self._bprop, outputs=3)
+
+    def _bprop(self, x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], eps)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    def construct(self, x):
+        if (self.training and self.use_kernel and self.use_batch_statistics is None
+                and x.dtype == mstype.float32 and x.ndim == 4):
+            y, mean, var = self.kernel(x, self.gamma, self.beta, self.eps_tensor)
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = ops.stop_gradient(mean)
+            unbiased_var = ops.stop_gradient(var) * (count / max(count - 1, 1))
+            # self.momentum is MindSpore's 1 - momentum: the batch's weight.
+            ops.assign(self.moving_mean,
+                       self.moving_mean * (1.0 - self.momentum) + mean * self.momentum)
+            ops.assign(self.moving_variance,
+                       self.moving_variance * (1.0 - self.momentum) + unbiased_var * self.momentum)
+            return y
+        return super().construct(x)
 
 
 def use_cpu_kernels(net, enabled=True):

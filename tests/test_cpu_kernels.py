@@ -6,8 +6,9 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.cpu_kernels import (AvgPool2x2, DepthwiseConv2d, GateMultiply, SpatialMean,
-                             count_kernel_layers, kernels_available, portable, use_cpu_kernels)
+from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply,
+                             SpatialMean, count_kernel_layers, kernels_available, portable,
+                             use_cpu_kernels)
 
 pytestmark = pytest.mark.skipif(not kernels_available(),
                                 reason="CPU kernels unavailable (no g++ or not a CPU target)")
@@ -103,6 +104,30 @@ def test_pooling(cell, shape):
     assert_same_as_mindspore(cell, [tensor(*shape)], forward_tol=1e-6)
 
 
+def test_batchnorm_training():
+    """Batch statistics, running averages (MindSpore's rule: unbiased variance)
+    and gradients in training mode; evaluation mode unchanged."""
+    def make_bn():
+        bn = BatchNorm2d(6)
+        bn.gamma.set_data(ms.Tensor(np.linspace(0.5, 1.5, 6, dtype=np.float32)))
+        bn.beta.set_data(ms.Tensor(np.linspace(-0.2, 0.2, 6, dtype=np.float32)))
+        return bn.set_train(True)
+    x = ms.Tensor((RNG.normal(size=(4, 6, 9, 11)) * 2 + 1).astype(np.float32))
+    reference, kernel = make_bn(), make_bn()
+    assert_same_as_mindspore(lambda: make_bn(), [x], forward_tol=1e-5)
+    use_cpu_kernels(reference, False)
+    use_cpu_kernels(kernel, True)
+    for bn in (reference, kernel):
+        bn(x)
+        bn(x * 0.5)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(kernel, name).asnumpy(),
+                                   getattr(reference, name).asnumpy(), rtol=1e-5, atol=1e-6)
+    for bn in (reference, kernel):
+        bn.set_train(False)
+    np.testing.assert_allclose(kernel(x).asnumpy(), reference(x).asnumpy(), atol=1e-5)
+
+
 def test_unsupported_geometry_falls_back():
     conv = DepthwiseConv2d(4, 4, 1, pad_mode="same")  # even kernel: not in the kernels
     use_cpu_kernels(conv)
@@ -123,7 +148,7 @@ def test_network_with_kernels_and_portable_export(tmp_path):
     images = RNG.normal(size=(2, 3, 65, 81)).astype(np.float32)
     reference = net(ms.Tensor(images)).asnumpy()
     use_cpu_kernels(net)
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8  # depthwise, gates, pools, means
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122  # depthwise, gates, pools, means, BN
     on_kernels = net(ms.Tensor(images)).asnumpy()
     fuse_bn(net)
     fused = net(ms.Tensor(images)).asnumpy()

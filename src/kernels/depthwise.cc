@@ -5,11 +5,18 @@
 // ("gemm:jit"): 3-10x slower than these loops. GhostNetV2 spends most of its
 // convolution time in depthwise convolutions.
 //
-// Layout NCHW, float32, weights (C, 1, KH, KW), odd KH/KW, padding KH/2 and
-// KW/2 on both sides (PyTorch's padding=k//2), stride 1 or 2, no dilation.
-// Every kernel parallelises over (image, channel) planes, or over channels
-// where it reduces over the batch, on the library's thread pool
-// (thread_pool.h).
+// Layout NCHW, float32, weights (C, 1, KH, KW), odd KH/KW with KH*KW <=
+// kMaxTaps, padding KH/2 and KW/2 on both sides (PyTorch's padding=k//2),
+// stride 1 or 2, no dilation. Every kernel parallelises over (image, channel)
+// planes, or over channels where it reduces over the batch, on the library's
+// thread pool (thread_pool.h).
+//
+// How: a plane is copied, zero-padded, into a scratch buffer whose rows have
+// a fixed pitch; flattened, every tap of the kernel is then a constant shift,
+// and the convolution of the whole plane is one loop over 64-float chunks
+// with the accumulators in vector registers. Stride 2 first splits the
+// padded plane into its four (row, column) parity planes, where every tap is
+// again a constant shift. Results in the pad columns are computed and dropped.
 //
 // Entry points follow MindSpore's AOT signature
 //   int f(int nparam, void** params, int* ndims, int64_t** shapes,
@@ -29,8 +36,24 @@ namespace {
 
 using ghost::pool;
 
-// Scratch planes, one set per thread, kept between calls.
+constexpr int kMaxTaps = 49;  // up to 7x7 kernels
+constexpr int kLanes = 16;    // floats per vector
+constexpr int kChunk = 4 * kLanes;
+
+// GCC vector extension: compiles to the widest vectors -march=native allows.
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
+
+inline Vec load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+inline void store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+
+// Scratch, one per thread, kept between calls.
 thread_local std::vector<float> t_buffer;
+
+float* scratch(size_t floats) {
+  if (t_buffer.size() < floats) t_buffer.resize(floats);
+  return t_buffer.data();
+}
 
 struct Geometry {
   int H, W;    // input plane
@@ -40,62 +63,53 @@ struct Geometry {
   int pw() const { return KW / 2; }
   int Hp() const { return H + 2 * ph(); }  // padded input plane
   int Wp() const { return W + 2 * pw(); }
+  int taps() const { return KH * KW; }
 };
 
-// x copied into the middle of a zeroed (Hp x Wp) plane; `tail` extra zeros
-// after it let shifted reads run past the last row.
-void pad_plane(const float* x, const Geometry& g, int tail, float* P) {
-  const int Wp = g.Wp();
-  std::memset(P, 0, sizeof(float) * ((size_t)g.Hp() * Wp + tail));
-  for (int i = 0; i < g.H; ++i)
-    std::memcpy(P + (size_t)(i + g.ph()) * Wp + g.pw(), x + (size_t)i * g.W, sizeof(float) * g.W);
-}
+// The taps of one correlation: out[t] = sum_k weight[k] * src[k][t].
+struct Taps {
+  int count = 0;
+  const float* src[kMaxTaps];
+  float weight[kMaxTaps];
+};
 
-// Even / odd columns of the padded plane, each (Hp x Wq): with them the taps
-// of a stride-2 output row read contiguous memory.
-int phase_pitch(const Geometry& g) { return (g.Wp() + 1) / 2 + g.KW; }
+int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-void split_phases(const float* P, const Geometry& g, float* even, float* odd) {
-  const int Wp = g.Wp(), Wq = phase_pitch(g);
-  for (int r = 0; r < g.Hp(); ++r) {
-    const float* row = P + (size_t)r * Wp;
-    float* e = even + (size_t)r * Wq;
-    float* o = odd + (size_t)r * Wq;
-    for (int m = 0; m < Wq; ++m) {
-      e[m] = 2 * m < Wp ? row[2 * m] : 0.f;
-      o[m] = 2 * m + 1 < Wp ? row[2 * m + 1] : 0.f;
+// out[t] for t in [0, round_up(total, kChunk)): sources must be readable
+// (and zero where it matters) that far past total.
+void correlate(const Taps& taps, int total, float* out) {
+  for (int t0 = 0; t0 < total; t0 += kChunk) {
+    Vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int k = 0; k < taps.count; ++k) {
+      const float w = taps.weight[k];
+      const float* s = taps.src[k] + t0;
+      a0 += w * load(s);
+      a1 += w * load(s + kLanes);
+      a2 += w * load(s + 2 * kLanes);
+      a3 += w * load(s + 3 * kLanes);
     }
+    store(out + t0, a0);
+    store(out + t0 + kLanes, a1);
+    store(out + t0 + 2 * kLanes, a2);
+    store(out + t0 + 3 * kLanes, a3);
   }
 }
 
-inline float tap(const float* w, const Geometry& g, int ki, int kj, bool flip) {
-  return flip ? w[(g.KH - 1 - ki) * g.KW + (g.KW - 1 - kj)] : w[ki * g.KW + kj];
+// sums[k] += sum_t d[t] * src[k][t] over t in [0, round_up(total, kLanes)).
+void dot_taps(const Taps& taps, const float* d, int total, Vec* sums) {
+  for (int t = 0; t < total; t += kLanes) {
+    const Vec dv = load(d + t);
+    for (int k = 0; k < taps.count; ++k) sums[k] += dv * load(taps.src[k] + t);
+  }
 }
 
-// Stride-1 correlation of a padded plane P (pitch Wp) with w (optionally
-// flipped): flattened with pitch Wp, every tap is a constant shift, so each
-// tap is one long vectorisable loop. Writes H x W values to y.
+// Rows of y (rows x cols, pitch `pitch` in acc) with bias and ReLU.
 template <bool BIAS, bool RELU>
-void correlate_s1(const float* P, const float* w, bool flip, float bias, const Geometry& g,
-                  float* acc, float* y) {
-  const int Wp = g.Wp(), total = g.H * Wp;
-  constexpr int kBlock = 1024;  // accumulator block stays in L1 across the taps
-  for (int t0 = 0; t0 < total; t0 += kBlock) {
-    const int n = std::min(kBlock, total - t0);
-    float* a = acc + t0;
-    std::fill(a, a + n, 0.f);
-    for (int ki = 0; ki < g.KH; ++ki)
-      for (int kj = 0; kj < g.KW; ++kj) {
-        const float wv = tap(w, g, ki, kj, flip);
-        const float* src = P + t0 + ki * Wp + kj;
-#pragma omp simd
-        for (int j = 0; j < n; ++j) a[j] += wv * src[j];
-      }
-  }
-  for (int i = 0; i < g.H; ++i) {
-    const float* a = acc + (size_t)i * Wp;
-    float* out = y + (size_t)i * g.W;
-    for (int j = 0; j < g.W; ++j) {
+void store_rows(const float* acc, int pitch, int rows, int cols, float bias, float* y) {
+  for (int i = 0; i < rows; ++i) {
+    const float* a = acc + (size_t)i * pitch;
+    float* out = y + (size_t)i * cols;
+    for (int j = 0; j < cols; ++j) {
       float v = a[j];
       if (BIAS) v += bias;
       if (RELU) v = v > 0.f ? v : 0.f;
@@ -104,42 +118,97 @@ void correlate_s1(const float* P, const float* w, bool flip, float bias, const G
   }
 }
 
-template <bool BIAS, bool RELU>
-void forward_s1(const float* x, const float* w, float bias, float* y, const Geometry& g,
-                std::vector<float>& buf) {
-  const size_t plane = (size_t)g.Hp() * g.Wp() + g.KW;
-  buf.resize(plane + (size_t)g.H * g.Wp());
-  pad_plane(x, g, g.KW, buf.data());
-  correlate_s1<BIAS, RELU>(buf.data(), w, false, bias, g, buf.data() + plane, y);
+// ---- stride 1: one padded plane, pitch Wp
+
+// Floats of a padded plane including the slack the chunked loops read.
+size_t padded_size(const Geometry& g) {
+  return (size_t)g.Hp() * g.Wp() + g.KW + kChunk;
 }
 
-template <bool BIAS, bool RELU>
-void forward_s2(const float* x, const float* w, float bias, float* y, const Geometry& g,
-                std::vector<float>& buf) {
-  const int Wq = phase_pitch(g);
-  const size_t plane = (size_t)g.Hp() * g.Wp() + g.KW, phase = (size_t)g.Hp() * Wq;
-  buf.resize(plane + 2 * phase + g.OW);
-  float *P = buf.data(), *even = P + plane, *odd = even + phase, *acc = odd + phase;
-  pad_plane(x, g, g.KW, P);
-  split_phases(P, g, even, odd);
-  for (int i = 0; i < g.OH; ++i) {
-    std::fill(acc, acc + g.OW, 0.f);
-    for (int ki = 0; ki < g.KH; ++ki) {
-      const size_t row = (size_t)(2 * i + ki) * Wq;
-      for (int kj = 0; kj < g.KW; ++kj) {
-        const float wv = w[ki * g.KW + kj];
-        const float* src = ((kj & 1) ? odd : even) + row + (kj >> 1);
-#pragma omp simd
-        for (int j = 0; j < g.OW; ++j) acc[j] += wv * src[j];
-      }
+// x (rows x cols) into a zeroed plane of pitch `pitch` at (top, left).
+void place(const float* x, int rows, int cols, int pitch, int top, int left, size_t size,
+           float* P) {
+  std::memset(P, 0, sizeof(float) * size);
+  for (int i = 0; i < rows; ++i)
+    std::memcpy(P + (size_t)(i + top) * pitch + left, x + (size_t)i * cols, sizeof(float) * cols);
+}
+
+// w may be null where only the sources are needed (weight gradients).
+void stride1_taps(const float* P, const float* w, bool flip, const Geometry& g, Taps& taps) {
+  taps.count = g.taps();
+  for (int ki = 0; ki < g.KH; ++ki)
+    for (int kj = 0; kj < g.KW; ++kj) {
+      const int k = ki * g.KW + kj;
+      taps.src[k] = P + (size_t)ki * g.Wp() + kj;
+      taps.weight[k] = w == nullptr ? 0.f : flip ? w[g.taps() - 1 - k] : w[k];
     }
-    float* out = y + (size_t)i * g.OW;
-    for (int j = 0; j < g.OW; ++j) {
-      float v = acc[j];
-      if (BIAS) v += bias;
-      if (RELU) v = v > 0.f ? v : 0.f;
-      out[j] = v;
+}
+
+// ---- stride 2: four parity planes of the padded plane, pitch Wq
+
+struct Phases {
+  int Hq, Wq;
+  size_t size;  // floats per parity plane, slack included
+};
+
+Phases phases(const Geometry& g) {
+  Phases p;
+  p.Wq = (g.Wp() + 1) / 2;
+  p.Hq = (g.Hp() + 1) / 2;
+  p.size = (size_t)(p.Hq + 1) * p.Wq + g.KW + kChunk;
+  return p;
+}
+
+// parity[2 * r + c][a][m] = padded x[2a + r][2m + c], read straight from x.
+void split_parities(const float* x, const Geometry& g, const Phases& p, float* planes) {
+  std::memset(planes, 0, sizeof(float) * 4 * p.size);
+  for (int parity = 0; parity < 2; ++parity) {
+    // Padded column 2m + parity is x's column j = 2m + parity - pw.
+    const int shift = parity - g.pw();
+    const int m0 = std::max(0, (-shift + 1) / 2);
+    const int m1 = std::min(p.Wq, (g.W - shift + 1) / 2);  // j < W
+    for (int i = 0; i < g.H; ++i) {
+      const int r = i + g.ph();
+      const float* row = x + (size_t)i * g.W + shift;
+      float* out = planes + (size_t)(2 * (r & 1) + parity) * p.size + (size_t)(r >> 1) * p.Wq;
+      for (int m = m0; m < m1; ++m) out[m] = row[2 * m];
     }
+  }
+}
+
+void stride2_taps(const float* planes, const float* w, const Geometry& g, const Phases& p,
+                  Taps& taps) {
+  taps.count = g.taps();
+  for (int ki = 0; ki < g.KH; ++ki)
+    for (int kj = 0; kj < g.KW; ++kj) {
+      const int k = ki * g.KW + kj;
+      const float* plane = planes + (size_t)(2 * (ki & 1) + (kj & 1)) * p.size;
+      taps.src[k] = plane + (size_t)(ki >> 1) * p.Wq + (kj >> 1);
+      taps.weight[k] = w == nullptr ? 0.f : w[k];
+    }
+}
+
+// ---- one plane
+
+template <int S, bool BIAS, bool RELU>
+void forward_plane(const float* x, const float* w, float bias, float* y, const Geometry& g) {
+  Taps taps;
+  if (S == 1) {
+    const size_t plane = padded_size(g);
+    const int total = g.H * g.Wp();
+    float* P = scratch(plane + round_up(total, kChunk));
+    place(x, g.H, g.W, g.Wp(), g.ph(), g.pw(), plane, P);
+    stride1_taps(P, w, false, g, taps);
+    correlate(taps, total, P + plane);
+    store_rows<BIAS, RELU>(P + plane, g.Wp(), g.H, g.W, bias, y);
+  } else {
+    const Phases p = phases(g);
+    const int total = g.OH * p.Wq;
+    float* planes = scratch(4 * p.size + round_up(total, kChunk));
+    split_parities(x, g, p, planes);
+    stride2_taps(planes, w, g, p, taps);
+    correlate(taps, total, planes + 4 * p.size);
+    store_rows<BIAS, RELU>(planes + 4 * p.size, p.Wq, g.OH, g.OW, bias, y);
   }
 }
 
@@ -147,68 +216,50 @@ void forward_s2(const float* x, const float* w, float bias, float* y, const Geom
 // input-sized plane (zeros between), then a stride-1 correlation with the
 // flipped kernel. For S = 1 this is dy padded.
 template <int S>
-void back_input(const float* dy, const float* w, float* dx, const Geometry& g,
-                std::vector<float>& buf) {
-  const int Wp = g.Wp();
-  const size_t plane = (size_t)g.Hp() * Wp + g.KW;
-  buf.resize(plane + (size_t)g.H * Wp);
-  float* U = buf.data();
-  std::memset(U, 0, sizeof(float) * plane);
-  for (int i = 0; i < g.OH; ++i) {
-    float* row = U + (size_t)(S * i + g.ph()) * Wp + g.pw();
-    const float* src = dy + (size_t)i * g.OW;
-    if (S == 1) {
-      std::memcpy(row, src, sizeof(float) * g.OW);
-    } else {
+void back_input_plane(const float* dy, const float* w, float* dx, const Geometry& g) {
+  const size_t plane = padded_size(g);
+  const int total = g.H * g.Wp();
+  float* U = scratch(plane + round_up(total, kChunk));
+  if (S == 1) {
+    place(dy, g.OH, g.OW, g.Wp(), g.ph(), g.pw(), plane, U);
+  } else {
+    std::memset(U, 0, sizeof(float) * plane);
+    for (int i = 0; i < g.OH; ++i) {
+      float* row = U + (size_t)(S * i + g.ph()) * g.Wp() + g.pw();
+      const float* src = dy + (size_t)i * g.OW;
       for (int j = 0; j < g.OW; ++j) row[S * j] = src[j];
     }
   }
-  correlate_s1<false, false>(U, w, true, 0.f, g, U + plane, dx);
+  Taps taps;
+  stride1_taps(U, w, true, g, taps);
+  correlate(taps, total, U + plane);
+  store_rows<false, false>(U + plane, g.Wp(), g.H, g.W, 0.f, dx);
 }
 
-// dw[ki, kj] += sum_ij dy[i, j] * xpad[S*i + ki, S*j + kj] for one plane.
+// sums[k] += sum_ij dy[i, j] * padded x[S*i + ki, S*j + kj] for one plane.
 template <int S>
-void back_weight_plane(const float* dy, const float* x, float* dw, const Geometry& g,
-                       std::vector<float>& buf) {
-  const size_t plane = (size_t)g.Hp() * g.Wp() + g.KW;
+void back_weight_plane(const float* dy, const float* x, Vec* sums, const Geometry& g) {
+  Taps taps;
   if (S == 1) {
-    // dy laid out with the padded pitch (zeros in the pad columns), so each
-    // tap is one flattened dot product.
-    const int Wp = g.Wp();
-    buf.resize(plane + (size_t)g.H * Wp);
-    float *P = buf.data(), *D = P + plane;
-    pad_plane(x, g, g.KW, P);
-    for (int i = 0; i < g.H; ++i) {
-      std::memcpy(D + (size_t)i * Wp, dy + (size_t)i * g.W, sizeof(float) * g.W);
-      std::fill(D + (size_t)i * Wp + g.W, D + (size_t)(i + 1) * Wp, 0.f);
-    }
-    const int total = g.H * Wp;
-    for (int ki = 0; ki < g.KH; ++ki)
-      for (int kj = 0; kj < g.KW; ++kj) {
-        const float* src = P + ki * Wp + kj;
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < total; ++t) sum += D[t] * src[t];
-        dw[ki * g.KW + kj] += sum;
-      }
+    const size_t plane = padded_size(g);
+    const int total = g.H * g.Wp();
+    const size_t dsize = round_up(total, kChunk);
+    float* P = scratch(plane + dsize);
+    float* D = P + plane;
+    place(x, g.H, g.W, g.Wp(), g.ph(), g.pw(), plane, P);
+    place(dy, g.OH, g.OW, g.Wp(), 0, 0, dsize, D);  // dy at pitch Wp, zero elsewhere
+    stride1_taps(P, nullptr, false, g, taps);
+    dot_taps(taps, D, total, sums);
   } else {
-    const int Wq = phase_pitch(g);
-    const size_t phase = (size_t)g.Hp() * Wq;
-    buf.resize(plane + 2 * phase);
-    float *P = buf.data(), *even = P + plane, *odd = even + phase;
-    pad_plane(x, g, g.KW, P);
-    split_phases(P, g, even, odd);
-    for (int ki = 0; ki < g.KH; ++ki)
-      for (int kj = 0; kj < g.KW; ++kj) {
-        float sum = 0.f;
-        for (int i = 0; i < g.OH; ++i) {
-          const float* src = ((kj & 1) ? odd : even) + (size_t)(2 * i + ki) * Wq + (kj >> 1);
-          const float* d = dy + (size_t)i * g.OW;
-#pragma omp simd reduction(+ : sum)
-          for (int j = 0; j < g.OW; ++j) sum += d[j] * src[j];
-        }
-        dw[ki * g.KW + kj] += sum;
-      }
+    const Phases p = phases(g);
+    const int total = g.OH * p.Wq;
+    const size_t dsize = round_up(total, kChunk);
+    float* planes = scratch(4 * p.size + dsize);
+    float* D = planes + 4 * p.size;
+    split_parities(x, g, p, planes);
+    place(dy, g.OH, g.OW, p.Wq, 0, 0, dsize, D);
+    stride2_taps(planes, nullptr, g, p, taps);
+    dot_taps(taps, D, total, sums);
   }
 }
 
@@ -225,17 +276,13 @@ int forward(void** params, int64_t** shapes) {
   const int out = BIAS ? 3 : 2;
   float* y = static_cast<float*>(params[out]);
   const Geometry g = geometry(shapes[0], shapes[1], shapes[out]);
+  if (g.taps() > kMaxTaps) return 1;
   const int64_t C = shapes[0][1];
   pool().parallel_for(shapes[0][0] * C, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
-      const float* xp = x + p * g.H * g.W;
-      float* yp = y + p * g.OH * g.OW;
-      const float bias = BIAS ? b[c] : 0.f;
-      if (S == 1)
-        forward_s1<BIAS, RELU>(xp, w + c * g.KH * g.KW, bias, yp, g, t_buffer);
-      else
-        forward_s2<BIAS, RELU>(xp, w + c * g.KH * g.KW, bias, yp, g, t_buffer);
+      forward_plane<S, BIAS, RELU>(x + p * g.H * g.W, w + c * g.taps(), BIAS ? b[c] : 0.f,
+                                   y + p * g.OH * g.OW, g);
     }
   });
   return 0;
@@ -247,11 +294,11 @@ int backward_input(void** params, int64_t** shapes) {
   const float* w = static_cast<const float*>(params[1]);
   float* dx = static_cast<float*>(params[3]);
   const Geometry g = geometry(shapes[3], shapes[1], shapes[0]);
+  if (g.taps() > kMaxTaps) return 1;
   const int64_t C = shapes[3][1];
   pool().parallel_for(shapes[3][0] * C, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p)
-      back_input<S>(dy + p * g.OH * g.OW, w + (p % C) * g.KH * g.KW, dx + p * g.H * g.W, g,
-                    t_buffer);
+      back_input_plane<S>(dy + p * g.OH * g.OW, w + (p % C) * g.taps(), dx + p * g.H * g.W, g);
   });
   return 0;
 }
@@ -262,16 +309,22 @@ int backward_weight(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[1]);
   float* dw = static_cast<float*>(params[3]);
   const Geometry g = geometry(shapes[1], shapes[2], shapes[0]);
-  const int64_t N = shapes[1][0], C = shapes[1][1], taps = g.KH * g.KW;
-  // One channel per iteration, summed over the batch: no two threads write
-  // the same weights.
+  if (g.taps() > kMaxTaps) return 1;
+  const int64_t N = shapes[1][0], C = shapes[1][1];
+  // One channel per task, summed over the batch: no two threads write the
+  // same weights, and the sum order does not depend on the thread count.
   pool().parallel_for(C, [&](int64_t begin, int64_t end) {
+    Vec sums[kMaxTaps];
     for (int64_t c = begin; c < end; ++c) {
-      float* dwc = dw + c * taps;
-      std::fill(dwc, dwc + taps, 0.f);
+      for (int k = 0; k < g.taps(); ++k) sums[k] = Vec{};
       for (int64_t n = 0; n < N; ++n) {
         const int64_t p = n * C + c;
-        back_weight_plane<S>(dy + p * g.OH * g.OW, x + p * g.H * g.W, dwc, g, t_buffer);
+        back_weight_plane<S>(dy + p * g.OH * g.OW, x + p * g.H * g.W, sums, g);
+      }
+      for (int k = 0; k < g.taps(); ++k) {
+        float total = 0.f;
+        for (int lane = 0; lane < kLanes; ++lane) total += sums[k][lane];
+        dw[c * g.taps() + k] = total;
       }
     }
   });
