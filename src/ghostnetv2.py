@@ -21,16 +21,17 @@ MindSpore on the CPU executes them much faster:
   ResizeNearestNeighbor with the legacy ``floor(i * in / out)`` index that
   PyTorch uses.
 
-Depthwise convolutions, the DFC gate, its 2x2 pooling and the global means
-are cells of src/cpu_kernels.py: MindSpore operators by default, and custom
-CPU kernels computing the same (float32 rounding aside) after
-``use_cpu_kernels(net)``, several times faster on the CPU.
+Depthwise convolutions, the DFC gate, its 2x2 pooling, the global means and
+BatchNorm's training mode are cells of src/cpu_kernels.py: on the CPU they
+run custom kernels computing the same (float32 rounding aside), several times
+faster than MindSpore's CPU operators; elsewhere, in exports, or with
+``use_cpu_kernels(net, False)``, MindSpore's operators.
 """
 import math
 
 from mindspore import nn, ops
 
-from src.cpu_kernels import AvgPool2x2, DepthwiseConv2d, GateMultiply, SpatialMean
+from src.cpu_kernels import AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply, SpatialMean
 
 __all__ = [
     "GhostNetV2",
@@ -106,7 +107,7 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False):
     """conv -> BN (-> ReLU) as a SequentialCell indexed like PyTorch's."""
     layers = [conv2d(in_channels, out_channels, kernel_size, stride, groups),
-              nn.BatchNorm2d(out_channels)]
+              BatchNorm2d(out_channels)]
     if relu:
         layers.append(nn.ReLU())
     return nn.SequentialCell(layers)
@@ -120,11 +121,11 @@ def dfc_attention(in_channels, out_channels, kernel_size=5):
     "fully-connected" layers are these depthwise convs (cheap to deploy).
     """
     return nn.SequentialCell([
-        conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels),
+        conv2d(in_channels, out_channels, 1), BatchNorm2d(out_channels),
         conv2d(out_channels, out_channels, (1, kernel_size), groups=out_channels),
-        nn.BatchNorm2d(out_channels),
+        BatchNorm2d(out_channels),
         conv2d(out_channels, out_channels, (kernel_size, 1), groups=out_channels),
-        nn.BatchNorm2d(out_channels),
+        BatchNorm2d(out_channels),
     ])
 
 
@@ -190,7 +191,7 @@ class GhostBottleneck(nn.Cell):
         if self.has_dw:
             self.conv_dw = conv2d(mid_channels, mid_channels, kernel_size, stride,
                                   groups=mid_channels)
-            self.bn_dw = nn.BatchNorm2d(mid_channels)
+            self.bn_dw = BatchNorm2d(mid_channels)
         self.has_se = se_ratio > 0
         if self.has_se:
             self.se = SqueezeExcite(mid_channels, se_ratio)
@@ -199,9 +200,9 @@ class GhostBottleneck(nn.Cell):
         if not self.identity_shortcut:
             self.shortcut = nn.SequentialCell([
                 conv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels),
-                nn.BatchNorm2d(in_channels),
+                BatchNorm2d(in_channels),
                 conv2d(in_channels, out_channels, 1),
-                nn.BatchNorm2d(out_channels),
+                BatchNorm2d(out_channels),
             ])
 
     def construct(self, x):
@@ -222,7 +223,7 @@ class ConvBnAct(nn.Cell):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.conv = conv2d(in_channels, out_channels, 1)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = BatchNorm2d(out_channels)
         self.act1 = nn.ReLU()
 
     def construct(self, x):
@@ -258,7 +259,7 @@ class GhostNetV2(nn.Cell):
 
         stem_channels = make_divisible(16 * width)
         self.conv_stem = conv2d(in_channels, stem_channels, 3, stride=2)
-        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.bn1 = BatchNorm2d(stem_channels)
         self.act1 = nn.ReLU()
 
         stages, channels, block_index = [], stem_channels, 0
