@@ -343,11 +343,11 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
 
 
 class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose training mode (batch statistics, running
-    averages, gradients) runs the custom kernels; evaluation mode is
-    MindSpore's (or folded away by fuse_bn). The same parameters, and the same
-    running-average rule as MindSpore's: ``moving = momentum * moving + (1 -
-    momentum) * batch``, with the unbiased batch variance."""
+    """``nn.BatchNorm2d`` on the custom kernels: training mode (batch
+    statistics, running averages, gradients) and evaluation mode (running
+    statistics; fuse_bn removes it altogether). The same parameters, and the
+    same running-average rule as MindSpore's: ``moving = momentum * moving +
+    (1 - momentum) * batch``, with the unbiased batch variance."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.9, **kwargs):
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
@@ -362,25 +362,30 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
                                 lambda dy, x, gamma, mean, var, eps: (x, gamma, gamma), outputs=3)
         self.kernel = _custom(library, "BatchNormTrain",
                               lambda x, gamma, beta, eps: (x, gamma, gamma), self._bprop, outputs=3)
+        self.infer_kernel = _custom(library, "BatchNormInfer",
+                                    lambda x, gamma, beta, mean, var, eps: x)
 
     def _bprop(self, x, gamma, beta, eps, out, dout):
         dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], eps)
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
     def construct(self, x):
-        if (self.training and self.use_kernel and self.use_batch_statistics is None
+        if not (self.use_kernel and self.use_batch_statistics is None
                 and x.dtype == mstype.float32 and x.ndim == 4):
-            y, mean, var = self.kernel(x, self.gamma, self.beta, self.eps_tensor)
-            count = x.shape[0] * x.shape[2] * x.shape[3]
-            mean = ops.stop_gradient(mean)
-            unbiased_var = ops.stop_gradient(var) * (count / max(count - 1, 1))
-            # self.momentum is MindSpore's 1 - momentum: the batch's weight.
-            ops.assign(self.moving_mean,
-                       self.moving_mean * (1.0 - self.momentum) + mean * self.momentum)
-            ops.assign(self.moving_variance,
-                       self.moving_variance * (1.0 - self.momentum) + unbiased_var * self.momentum)
-            return y
-        return super().construct(x)
+            return super().construct(x)
+        if not self.training:
+            return self.infer_kernel(x, self.gamma, self.beta, self.moving_mean,
+                                     self.moving_variance, self.eps_tensor)
+        y, mean, var = self.kernel(x, self.gamma, self.beta, self.eps_tensor)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = ops.stop_gradient(mean)
+        unbiased_var = ops.stop_gradient(var) * (count / max(count - 1, 1))
+        # self.momentum is MindSpore's 1 - momentum: the batch's weight.
+        ops.assign(self.moving_mean,
+                   self.moving_mean * (1.0 - self.momentum) + mean * self.momentum)
+        ops.assign(self.moving_variance,
+                   self.moving_variance * (1.0 - self.momentum) + unbiased_var * self.momentum)
+        return y
 
 
 def use_cpu_kernels(net, enabled=True):

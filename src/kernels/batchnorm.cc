@@ -7,6 +7,7 @@
 //   BatchNormTrain(x, gamma, beta, eps[1]) -> (y, mean, var)
 //       mean, var: the batch statistics (var biased, as used to normalise)
 //   BatchNormTrainBack(dy, x, gamma, mean, var, eps[1]) -> (dx, dgamma, dbeta)
+//   BatchNormInfer(x, gamma, beta, mean, var, eps[1]) -> y    (running statistics)
 //
 // Sums run in float per plane, then in double across the batch.
 #include <cmath>
@@ -120,6 +121,29 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
   return 0;
 }
 
+int batchnorm_infer(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* gamma = static_cast<const float*>(params[1]);
+  const float* beta = static_cast<const float*>(params[2]);
+  const float* mean = static_cast<const float*>(params[3]);
+  const float* var = static_cast<const float*>(params[4]);
+  const float eps = *static_cast<const float*>(params[5]);
+  float* y = static_cast<float*>(params[6]);
+  const Layout l = layout(shapes[0]);
+  pool().parallel_for(l.N * l.C, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t c = q % l.C;
+      const float scale = gamma[c] / std::sqrt(var[c] + eps);
+      const float shift = beta[c] - mean[c] * scale;
+      const float* xp = x + q * l.plane;
+      float* yp = y + q * l.plane;
+#pragma omp simd
+      for (int64_t t = 0; t < l.plane; ++t) yp[t] = xp[t] * scale + shift;
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 #define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
@@ -127,4 +151,5 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
 extern "C" {
 int BatchNormTrain(AOT_ARGS) { return batchnorm_train(params, shapes); }
 int BatchNormTrainBack(AOT_ARGS) { return batchnorm_train_back(params, shapes); }
+int BatchNormInfer(AOT_ARGS) { return batchnorm_infer(params, shapes); }
 }
