@@ -49,7 +49,7 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "BatchNorm2d",
+__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "BatchNorm2d", "GhostTail",
            "kernel_library", "kernels_available", "use_cpu_kernels",
            "count_kernel_layers",
            "set_num_threads", "portable", "forget_compiled_graphs", "KernelBuildError"]
@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = tuple(os.path.join(KERNEL_DIR, name)
                 for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc"))
-HEADERS = (os.path.join(KERNEL_DIR, "thread_pool.h"),)
+HEADERS = tuple(os.path.join(KERNEL_DIR, name) for name in ("thread_pool.h", "common.h"))
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
 COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c++17", "-shared",
@@ -340,6 +340,48 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
         if self.use_kernel and x.dtype == mstype.float32:
             return self.kernel(x)
         return self.pool(x)
+
+
+class GhostTail(KernelSwitch, nn.Cell):
+    """The tail of a BN-folded ghost module as one kernel (inference only):
+
+        x1 = act(z + b1)        z: the primary 1x1 conv's output without its bias
+        out = concat(x1, act(depthwise_conv(x1, w) + b2))
+        out = out * nearest_upsample(sigmoid(gate_logits))     (with DFC)
+
+    ``act`` is ReLU or the identity. Replaces BiasAdd, ReLU, the cheap conv,
+    Concat, Sigmoid and the gate multiply (five to seven operators, each a pass
+    over the feature map). Without the kernel, those operators.
+    """
+
+    def __init__(self, channels, kernel_size, relu, gate):
+        super().__init__()
+        self.relu = relu
+        self.gate = gate
+        self.depthwise = ops.Conv2D(out_channel=channels, kernel_size=kernel_size,
+                                    pad_mode="same", group=channels)
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        name = "GhostTail" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
+        self.kernel = _custom(library, name,
+                              lambda z, *rest: [z[0], 2 * z[1], z[2], z[3]])
+
+    def construct(self, z, b1, weight, b2, gate_logits=None):
+        if self.use_kernel and z.dtype == mstype.float32:
+            if self.gate:
+                return self.kernel(z, b1, weight, b2, gate_logits)
+            return self.kernel(z, b1, weight, b2)
+        x1 = ops.bias_add(z, b1)
+        if self.relu:
+            x1 = ops.relu(x1)
+        x2 = ops.bias_add(self.depthwise(x1, weight), b2)
+        if self.relu:
+            x2 = ops.relu(x2)
+        out = ops.cat((x1, x2), 1)
+        if self.gate:
+            out = out * ops.ResizeNearestNeighbor(out.shape[2:])(ops.sigmoid(gate_logits))
+        return out
 
 
 class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):

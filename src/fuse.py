@@ -11,8 +11,9 @@ name, stride, padding and pad_mode (so MINDIR and ONNX export stay correct)
 and gains a bias; the BatchNorm becomes an ``nn.Identity`` (same indices, so
 ``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). A ReLU right
 after a folded depthwise convolution is applied inside it (src/cpu_kernels.py)
-and also becomes an ``nn.Identity``. Logits are those of the unfused network
-up to float32 rounding.
+and also becomes an ``nn.Identity``; a ghost module then computes everything
+after its primary 1x1 convolution in one kernel (``GhostModule.fuse_tail``).
+Logits are those of the unfused network up to float32 rounding.
 
 Folding is for evaluation, export and inference only: a fused network has
 no BatchNorm left to train.
@@ -59,6 +60,10 @@ def fuse_bn(net):
     if left:
         raise RuntimeError(f"fuse_bn: {len(left)} BatchNorm layer(s) do not follow a convolution "
                            f"and cannot be folded: {', '.join(left[:5])}")
+    # Ghost modules: bias, ReLU, cheap conv, concat and gate in one kernel.
+    for _, cell in list(net.cells_and_names()):
+        if hasattr(cell, "fuse_tail"):
+            cell.fuse_tail()
     # Cells changed in place keep their full hierarchical parameter names;
     # the added biases are named after their convolution ('<conv>.bias').
     for name, param in net.parameters_and_names():

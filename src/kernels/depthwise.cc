@@ -25,27 +25,26 @@
 //   DwConvS{1,2}[Bias[Relu]]: (x, w[, b]) -> y
 //   DwConvBackInputS{1,2}:    (dy, w, x) -> dx     (x only gives dx's shape)
 //   DwConvBackWeightS{1,2}:   (dy, x, w) -> dw     (w only gives dw's shape)
+//   GhostTail[Relu][Gate]:    (z, b1, w, b2[, g]) -> out   (inference, see ghost_tail)
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "common.h"
 #include "thread_pool.h"
 
 namespace {
 
+using ghost::kLanes;
+using ghost::load;
+using ghost::nearest_indices;
 using ghost::pool;
+using ghost::store;
+using ghost::Vec;
 
 constexpr int kMaxTaps = 49;  // up to 7x7 kernels
-constexpr int kLanes = 16;    // floats per vector
 constexpr int kChunk = 4 * kLanes;
-
-// GCC vector extension: compiles to the widest vectors -march=native allows.
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
-
-inline Vec load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
-inline void store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
 
 // Scratch, one per thread, kept between calls.
 thread_local std::vector<float> t_buffer;
@@ -331,6 +330,92 @@ int backward_weight(void** params, int64_t** shapes) {
   return 0;
 }
 
+// The tail of a BN-folded ghost module, one pass for what is otherwise
+// BiasAdd, ReLU, the cheap depthwise conv, Concat and the DFC gate multiply:
+//   x1 = act(z + b1)                      (z: the primary 1x1 conv, no bias)
+//   out = concat(x1, act(dwconv3x3(x1, w) + b2)) along channels
+//   out *= nearest_upsample(sigmoid(g))   (GATE: g = the DFC branch's logits)
+// act is ReLU or the identity. out has 2 * C1 channels.
+template <bool RELU, bool GATE>
+int ghost_tail(void** params, int64_t** shapes) {
+  const float* z = static_cast<const float*>(params[0]);
+  const float* b1 = static_cast<const float*>(params[1]);
+  const float* w = static_cast<const float*>(params[2]);
+  const float* b2 = static_cast<const float*>(params[3]);
+  const float* gate = GATE ? static_cast<const float*>(params[4]) : nullptr;
+  const int out_index = GATE ? 5 : 4;
+  float* out = static_cast<float*>(params[out_index]);
+  const int64_t N = shapes[0][0], C1 = shapes[0][1];
+  const Geometry g{(int)shapes[0][2], (int)shapes[0][3], (int)shapes[0][2], (int)shapes[0][3],
+                   (int)shapes[2][2], (int)shapes[2][3]};
+  if (g.taps() > kMaxTaps) return 1;
+  const int GH = GATE ? shapes[4][2] : 1, GW = GATE ? shapes[4][3] : 1;
+  std::vector<int> rows, cols;
+  if (GATE) {
+    nearest_indices(GH, g.H, rows);
+    nearest_indices(GW, g.W, cols);
+  }
+  const int64_t plane = (int64_t)g.H * g.W;
+  pool().parallel_for(N * C1, [&](int64_t begin, int64_t end) {
+    const size_t padded = padded_size(g);
+    const int total = g.H * g.Wp();
+    // Padded x1, the conv's accumulator, and two gate rows expanded to width W.
+    float* P = scratch(padded + round_up(total, kChunk) + 2 * (size_t)g.W + 2 * GH * GW);
+    float* acc = P + padded;
+    float* gate_rows = acc + round_up(total, kChunk);
+    float* gate_sig = gate_rows + 2 * g.W;
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t n = q / C1, c = q % C1;
+      const float* zp = z + q * plane;
+      float* first = out + (n * 2 * C1 + c) * plane;
+      float* second = first + C1 * plane;
+      std::memset(P, 0, sizeof(float) * padded);
+      for (int i = 0; i < g.H; ++i) {
+        const float* zr = zp + (size_t)i * g.W;
+        float* pr = P + (size_t)(i + g.ph()) * g.Wp() + g.pw();
+        for (int j = 0; j < g.W; ++j) {
+          const float v = zr[j] + b1[c];
+          pr[j] = RELU ? (v > 0.f ? v : 0.f) : v;
+        }
+      }
+      Taps taps;
+      stride1_taps(P, w + c * g.taps(), false, g, taps);
+      correlate(taps, total, acc);
+      if (GATE) {  // sigmoid of both channels' gate planes
+        const float* g0 = gate + (n * 2 * C1 + c) * GH * GW;
+        const float* g1 = g0 + C1 * GH * GW;
+        for (int t = 0; t < GH * GW; ++t) {
+          gate_sig[t] = 1.f / (1.f + std::exp(-g0[t]));
+          gate_sig[GH * GW + t] = 1.f / (1.f + std::exp(-g1[t]));
+        }
+      }
+      int expanded = -1;
+      for (int i = 0; i < g.H; ++i) {
+        const float* x1 = P + (size_t)(i + g.ph()) * g.Wp() + g.pw();
+        const float* a = acc + (size_t)i * g.Wp();
+        float* o1 = first + (size_t)i * g.W;
+        float* o2 = second + (size_t)i * g.W;
+        if (GATE && rows[i] != expanded) {
+          expanded = rows[i];
+          const float* s0 = gate_sig + (size_t)expanded * GW;
+          const float* s1 = s0 + GH * GW;
+          for (int j = 0; j < g.W; ++j) {
+            gate_rows[j] = s0[cols[j]];
+            gate_rows[g.W + j] = s1[cols[j]];
+          }
+        }
+        for (int j = 0; j < g.W; ++j) {
+          float v = a[j] + b2[c];
+          if (RELU) v = v > 0.f ? v : 0.f;
+          o1[j] = GATE ? x1[j] * gate_rows[j] : x1[j];
+          o2[j] = GATE ? v * gate_rows[g.W + j] : v;
+        }
+      }
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 #define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
@@ -346,4 +431,8 @@ int DwConvBackInputS1(AOT_ARGS) { return backward_input<1>(params, shapes); }
 int DwConvBackInputS2(AOT_ARGS) { return backward_input<2>(params, shapes); }
 int DwConvBackWeightS1(AOT_ARGS) { return backward_weight<1>(params, shapes); }
 int DwConvBackWeightS2(AOT_ARGS) { return backward_weight<2>(params, shapes); }
+int GhostTail(AOT_ARGS) { return ghost_tail<false, false>(params, shapes); }
+int GhostTailRelu(AOT_ARGS) { return ghost_tail<true, false>(params, shapes); }
+int GhostTailGate(AOT_ARGS) { return ghost_tail<false, true>(params, shapes); }
+int GhostTailReluGate(AOT_ARGS) { return ghost_tail<true, true>(params, shapes); }
 }

@@ -17,30 +17,16 @@
 #include <cstring>
 #include <vector>
 
+#include "common.h"
 #include "thread_pool.h"
 
 namespace {
 
+using ghost::nearest_indices;
 using ghost::pool;
 
 thread_local std::vector<float> t_row;
 thread_local std::vector<int> t_index;
-
-// Source index of output index i for a nearest resize in -> out, exactly as
-// PyTorch's legacy 'nearest' (upsample nearest_idx): identity, i >> 1 for an
-// exact 2x, else min(floor(i * (float)in / out), in - 1) in float32.
-void nearest_indices(int in, int out, std::vector<int>& index) {
-  index.resize(out);
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  for (int i = 0; i < out; ++i) {
-    if (out == in)
-      index[i] = i;
-    else if (out == 2 * in)
-      index[i] = i >> 1;
-    else
-      index[i] = std::min(static_cast<int>(std::floor(static_cast<float>(i) * scale)), in - 1);
-  }
-}
 
 struct Planes {
   int64_t count;  // N * C
