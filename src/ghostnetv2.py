@@ -31,7 +31,8 @@ import math
 
 from mindspore import nn, ops
 
-from src.cpu_kernels import AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply, SpatialMean
+from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply, GhostTail,
+                             SpatialMean)
 
 __all__ = [
     "GhostNetV2",
@@ -136,6 +137,8 @@ class GhostModule(nn.Cell):
     def __init__(self, in_channels, out_channels, relu=True, dfc_kernel_size=0):
         super().__init__()
         self.out_channels = out_channels
+        self.relu = relu
+        self.tail = None  # set by fuse_tail() once BatchNorm is folded
         init_channels = math.ceil(out_channels / 2)
         self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
         self.cheap_operation = conv_bn(init_channels, init_channels, 3, groups=init_channels,
@@ -147,7 +150,24 @@ class GhostModule(nn.Cell):
             self.pool = AvgPool2x2()
             self.gate_multiply = GateMultiply()
 
+    def fuse_tail(self):
+        """After fuse_bn: compute everything after the primary conv's matrix
+        product (bias, ReLU, cheap conv, concat, DFC gate) in one CPU kernel
+        (cpu_kernels.GhostTail). Same parameters; returns whether it is used."""
+        primary, cheap = self.primary_conv[0], self.cheap_operation[0]
+        if self.needs_slice or not (primary.has_bias and cheap.has_bias):
+            return False
+        self.tail = GhostTail(cheap.in_channels, cheap.kernel_size, self.relu, self.use_dfc)
+        return self.tail.use_kernel
+
     def construct(self, x):
+        if self.tail is not None and self.tail.use_kernel:
+            primary, cheap = self.primary_conv[0], self.cheap_operation[0]
+            z = primary.conv2d(x, primary.weight)
+            if self.use_dfc:
+                return self.tail(z, primary.bias, cheap.weight, cheap.bias,
+                                 self.short_conv(self.pool(x)))
+            return self.tail(z, primary.bias, cheap.weight, cheap.bias)
         x1 = self.primary_conv(x)
         out = ops.cat((x1, self.cheap_operation(x1)), 1)
         if self.needs_slice:
