@@ -36,7 +36,7 @@ int batchnorm_train(void** params, int64_t** shapes) {
   float* mean_out = static_cast<float*>(params[5]);
   float* var_out = static_cast<float*>(params[6]);
   const Layout l = layout(shapes[0]);
-  pool().parallel_for(l.C, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(l.C, l.C * l.count(), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       double total = 0.0;
       for (int64_t n = 0; n < l.N; ++n) {
@@ -82,7 +82,7 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
   float* dgamma = static_cast<float*>(params[7]);
   float* dbeta = static_cast<float*>(params[8]);
   const Layout l = layout(shapes[1]);
-  pool().parallel_for(l.C, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(l.C, l.C * l.count(), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const float mean = mean_in[c];
       const float rstd = 1.f / std::sqrt(var_in[c] + eps);
@@ -130,7 +130,7 @@ int batchnorm_infer(void** params, int64_t** shapes) {
   const float eps = *static_cast<const float*>(params[5]);
   float* y = static_cast<float*>(params[6]);
   const Layout l = layout(shapes[0]);
-  pool().parallel_for(l.N * l.C, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(l.N * l.C, l.C * l.count(), [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const int64_t c = q % l.C;
       const float scale = gamma[c] / std::sqrt(var[c] + eps);

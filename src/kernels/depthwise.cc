@@ -277,7 +277,8 @@ int forward(void** params, int64_t** shapes) {
   const Geometry g = geometry(shapes[0], shapes[1], shapes[out]);
   if (g.taps() > kMaxTaps) return 1;
   const int64_t C = shapes[0][1];
-  pool().parallel_for(shapes[0][0] * C, [&](int64_t begin, int64_t end) {
+  const int64_t planes = shapes[0][0] * C;
+  pool().parallel_for(planes, planes * g.H * g.W * g.taps() / 2, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
       forward_plane<S, BIAS, RELU>(x + p * g.H * g.W, w + c * g.taps(), BIAS ? b[c] : 0.f,
@@ -295,7 +296,8 @@ int backward_input(void** params, int64_t** shapes) {
   const Geometry g = geometry(shapes[3], shapes[1], shapes[0]);
   if (g.taps() > kMaxTaps) return 1;
   const int64_t C = shapes[3][1];
-  pool().parallel_for(shapes[3][0] * C, [&](int64_t begin, int64_t end) {
+  const int64_t planes = shapes[3][0] * C;
+  pool().parallel_for(planes, planes * g.H * g.W * g.taps() / 2, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p)
       back_input_plane<S>(dy + p * g.OH * g.OW, w + (p % C) * g.taps(), dx + p * g.H * g.W, g);
   });
@@ -312,7 +314,7 @@ int backward_weight(void** params, int64_t** shapes) {
   const int64_t N = shapes[1][0], C = shapes[1][1];
   // One channel per task, summed over the batch: no two threads write the
   // same weights, and the sum order does not depend on the thread count.
-  pool().parallel_for(C, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(C, N * C * g.H * g.W * g.taps() / 2, [&](int64_t begin, int64_t end) {
     Vec sums[kMaxTaps];
     for (int64_t c = begin; c < end; ++c) {
       for (int k = 0; k < g.taps(); ++k) sums[k] = Vec{};
@@ -356,7 +358,8 @@ int ghost_tail(void** params, int64_t** shapes) {
     nearest_indices(GW, g.W, cols);
   }
   const int64_t plane = (int64_t)g.H * g.W;
-  pool().parallel_for(N * C1, [&](int64_t begin, int64_t end) {
+  const int64_t work = N * C1 * g.H * g.W * (g.taps() / 2 + 4);
+  pool().parallel_for(N * C1, work, [&](int64_t begin, int64_t end) {
     const size_t padded = padded_size(g);
     const int total = g.H * g.Wp();
     // Padded x1, the conv's accumulator, and two gate rows expanded to width W.

@@ -43,7 +43,7 @@ int gate_mul(void** params, int64_t** shapes) {
   std::vector<int> rows, cols;
   nearest_indices(p.GH, p.H, rows);
   nearest_indices(p.GW, p.W, cols);
-  pool().parallel_for(p.count, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(p.count, p.count * p.H * p.W, [&](int64_t begin, int64_t end) {
     t_row.resize(p.W);
     float* gate_row = t_row.data();
     for (int64_t q = begin; q < end; ++q) {
@@ -74,7 +74,7 @@ int gate_mul_back_gate(void** params, int64_t** shapes) {
   std::vector<int> rows, cols;
   nearest_indices(p.GH, p.H, rows);
   nearest_indices(p.GW, p.W, cols);
-  pool().parallel_for(p.count, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(p.count, p.count * p.H * p.W, [&](int64_t begin, int64_t end) {
     t_row.resize(p.W);
     float* product = t_row.data();
     for (int64_t q = begin; q < end; ++q) {
@@ -97,7 +97,7 @@ int spatial_mean(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   float* y = static_cast<float*>(params[1]);
   const int64_t planes = shapes[0][0] * shapes[0][1], size = shapes[0][2] * shapes[0][3];
-  pool().parallel_for(planes, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(planes, planes * size, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const float* xp = x + q * size;
       float sum = 0.f;
@@ -113,7 +113,7 @@ int spatial_mean_back(void** params, int64_t** shapes) {
   const float* dy = static_cast<const float*>(params[0]);
   float* dx = static_cast<float*>(params[2]);
   const int64_t planes = shapes[1][0] * shapes[1][1], size = shapes[1][2] * shapes[1][3];
-  pool().parallel_for(planes, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(planes, planes * size, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const float v = dy[q] / static_cast<float>(size);
       std::fill(dx + q * size, dx + (q + 1) * size, v);
@@ -127,7 +127,7 @@ int avg_pool_2x2(void** params, int64_t** shapes) {
   float* y = static_cast<float*>(params[1]);
   const int64_t planes = shapes[0][0] * shapes[0][1];
   const int H = shapes[0][2], W = shapes[0][3], OH = shapes[1][2], OW = shapes[1][3];
-  pool().parallel_for(planes, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(planes, planes * H * W, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       for (int i = 0; i < OH; ++i) {
         const float* r0 = x + (q * H + 2 * i) * W;
@@ -146,7 +146,7 @@ int avg_pool_2x2_back(void** params, int64_t** shapes) {
   float* dx = static_cast<float*>(params[2]);
   const int64_t planes = shapes[1][0] * shapes[1][1];
   const int H = shapes[1][2], W = shapes[1][3], OH = shapes[0][2], OW = shapes[0][3];
-  pool().parallel_for(planes, [&](int64_t begin, int64_t end) {
+  pool().parallel_for(planes, planes * H * W, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       float* dp = dx + q * H * W;
       std::fill(dp, dp + (int64_t)H * W, 0.f);  // an odd last row / column gets nothing

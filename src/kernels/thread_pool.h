@@ -33,11 +33,16 @@ class ThreadPool {
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
 
-  // body(begin, end) over [0, n) in chunks, on the calling thread and the workers.
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
+  // body(begin, end) over [0, n) in chunks, on the calling thread and the
+  // workers. `cost` (about the floats read, written or multiplied) below
+  // kMinParallelCost runs on the calling thread alone: waking a worker costs
+  // tens of microseconds, more than small operations take (batch 1).
+  static constexpr int64_t kMinParallelCost = 1 << 18;
+
+  void parallel_for(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body) {
     std::lock_guard<std::mutex> guard(run_mutex_);  // one parallel_for at a time
     const int64_t threads = static_cast<int64_t>(workers_.size()) + 1;
-    if (threads == 1 || n < 2) {
+    if (threads == 1 || n < 2 || cost < kMinParallelCost) {
       body(0, n);
       return;
     }
