@@ -78,15 +78,19 @@ def set_seed(seed):
     ms.dataset.config.set_seed(seed)
 
 
+def available_device_targets():
+    from mindspore import hal
+    return [d for d in DEVICE_TARGETS if hal.is_available(d)]
+
+
 def set_device(device_target):
     """Graph mode on the requested device; a clear error when this MindSpore lacks it."""
     import mindspore as ms
-    from mindspore import hal
     if device_target not in DEVICE_TARGETS:
         raise ConfigError(f"--device_target {device_target!r} is not supported; choose one of "
                           f"{', '.join(DEVICE_TARGETS)}")
-    if not hal.is_available(device_target):
-        available = [d for d in DEVICE_TARGETS if hal.is_available(d)]
+    available = available_device_targets()
+    if device_target not in available:
         raise ConfigError(f"--device_target {device_target} is not available in this MindSpore "
                           f"installation ({ms.__version__}); available here: "
                           f"{', '.join(available)}. Pass --device_target {available[0]}, or "
