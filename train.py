@@ -77,6 +77,7 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum, _frame):
+        # Once a graph has run, MindSpore delivers Ctrl+C (SIGINT) as SIGTERM.
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
@@ -94,10 +95,10 @@ def parse_config(argv=None):
     return config
 
 
-def endless_batches(dataset):
-    """Batches forever, one data epoch after another (the loop counts epochs
-    itself, so a skipped unreadable image never changes the steps per epoch)."""
-    iterator = dataset.create_tuple_iterator(num_epochs=-1)
+def endless_batches(iterator):
+    """Batches of a num_epochs=-1 iterator forever, one data epoch after another
+    (the loop counts epochs itself, so a skipped unreadable image never changes
+    the steps per epoch)."""
     while True:
         count = 0
         for batch in iterator:
@@ -239,7 +240,8 @@ class Trainer:
                      self.steps_per_epoch, config.batch_size, self.rank_size, config.lr,
                      global_batch, config.optimizer, config.lr_scheduler,
                      config.ema_decay if config.ema else "off", effective_amp_level(config))
-        batches = endless_batches(self.train_data)
+        # The pipeline starts (and MindSpore sets its signal handlers) before ours.
+        batches = endless_batches(self.train_data.create_tuple_iterator(num_epochs=-1))
         self.stop.install()
         try:
             return self.loop(batches)
@@ -358,9 +360,12 @@ class Trainer:
             png = plot_metrics(self.records, os.path.join(config.output_dir, "metrics.png"),
                                title=f"{config.model} on {config.data_path}")
             _logger.info("curves: %s; metrics: %s", png, self.metrics.path)
-            best = f"{self.best_top1:.4f}" if self.best_top1 is not None else "n/a"
-            _logger.info("done in %s: best val top-1 %s; checkpoints in %s (best.ckpt, last.ckpt)",
-                         format_seconds(seconds), best, config.output_dir)
+            if self.best_top1 is not None:
+                _logger.info("done in %s: best val top-1 %.4f (best.ckpt); checkpoints in %s",
+                             format_seconds(seconds), self.best_top1, config.output_dir)
+            else:
+                _logger.info("done in %s (no validation); checkpoints in %s",
+                             format_seconds(seconds), config.output_dir)
         _logger.info("rank %d of %d: param_digest=%s", self.rank_id, self.rank_size, digest)
 
     def stop_signal(self, epoch, step_in_epoch):

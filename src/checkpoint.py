@@ -93,6 +93,9 @@ def restore_training_state(train_step, path):
             f"entries missing: {problems}). Resume with the recipe it was trained with (model, "
             "num_classes, optimizer), or fine-tune from it with --pretrained FILE")
     to_load = {k: ms.Parameter(ms.Tensor(saved[k]), name=k) for k in expected if k in saved}
+    for param in train_step.get_parameters():  # kept as they are (quiets MindSpore's warning)
+        if param.name in NOT_SAVED:
+            to_load[param.name] = ms.Parameter(param.value(), name=param.name)
     ms.load_param_into_net(train_step, to_load, strict_load=True)
     fresh_ema = [k for k in expected if k.startswith("ema.") and k not in saved]
     for name in fresh_ema:
