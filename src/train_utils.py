@@ -96,9 +96,11 @@ def set_device(device_target):
                           f"installation ({ms.__version__}); available here: "
                           f"{', '.join(available)}. Pass --device_target {available[0]}, or "
                           f"install the MindSpore build for {device_target}.")
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=device_target)
+    ms.set_context(mode=ms.GRAPH_MODE)
     if device_target != "CPU" and os.environ.get("DEVICE_ID", "").isdigit():
-        ms.set_context(device_id=int(os.environ["DEVICE_ID"]))  # rank-table launch
+        ms.set_device(device_target, int(os.environ["DEVICE_ID"]))  # rank-table launch
+    else:
+        ms.set_device(device_target)
 
 
 def setup_logging(log_file=None, rank_id=0, rank_size=1):
