@@ -1,7 +1,7 @@
 """GhostNetV2 speed: this MindSpore port against timm (PyTorch) and onnxruntime.
 
     .venv/bin/python benchmark/benchmark.py                 # everything, widths 1.0 1.3 1.6
-    .venv/bin/python benchmark/benchmark.py --quick         # fewer runs, under ~5 minutes
+    .venv/bin/python benchmark/benchmark.py --quick         # width 1.0, fewer runs: ~5 minutes
     .venv/bin/python benchmark/benchmark.py --sections inference --widths 1.0
     .venv/bin/python benchmark/benchmark.py --profile       # where the port's time goes
 
@@ -69,11 +69,12 @@ WORKER_OF_ENGINE = {"ms-cell": "ms", "ms-mindir": "ms", "ms-mindir-portable": "m
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--widths", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    parser.add_argument("--widths", nargs="+", default=None, choices=list(WIDTHS),
+                        help="default: all three (--quick: 1.0)")
     parser.add_argument("--sections", nargs="+", default=["inference", "train", "data"],
                         choices=["inference", "train", "data"])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer rounds and calls (about 5 minutes in all)")
+                        help="width 1.0 only, fewer rounds and calls (about 5 minutes in all)")
     parser.add_argument("--runs", type=int, default=None,
                         help="rounds per measurement (default 7, --quick 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every framework")
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = 3 if args.quick else 7
+    if args.widths is None:
+        args.widths = ["1.0"] if args.quick else list(WIDTHS)
     if args.runs < 1 or args.threads < 1:
         parser.error("--runs and --threads must be >= 1")
     return args
@@ -503,7 +506,7 @@ def run_training(args, tmp):
             workers["torch-train"] = Worker("torch-train", base)
             engines = list(workers)
             for engine in engines:  # warm-up: compile, allocate
-                workers[engine].ask(cmd="train", steps=2)
+                workers[engine].ask(cmd="train", steps=1 if args.quick else 2)
             log(f"training {name}: {args.runs} rounds x {steps} steps")
             last = {}
 

@@ -347,30 +347,36 @@ class GhostTail(KernelSwitch, nn.Cell):
 
         x1 = act(z + b1)        z: the primary 1x1 conv's output without its bias
         out = concat(x1, act(depthwise_conv(x1, w) + b2))
-        out = out * nearest_upsample(sigmoid(gate_logits))     (with DFC)
+        out = out * nearest_upsample(sigmoid(gate_logits))     (gate: with DFC)
+        out = out + residual                                    (residual: ghost2)
 
     ``act`` is ReLU or the identity. Replaces BiasAdd, ReLU, the cheap conv,
-    Concat, Sigmoid and the gate multiply (five to seven operators, each a pass
-    over the feature map). Without the kernel, those operators.
+    Concat, Sigmoid, the gate multiply and the residual Add (each a pass over
+    the feature map). Without the kernel, those operators.
     """
 
-    def __init__(self, channels, kernel_size, relu, gate):
+    def __init__(self, channels, kernel_size, relu, gate, residual=False):
         super().__init__()
+        if residual and (relu or gate):
+            raise ValueError("GhostTail: the residual variant has no ReLU and no gate")
         self.relu = relu
         self.gate = gate
+        self.residual = residual
         self.depthwise = ops.Conv2D(out_channel=channels, kernel_size=kernel_size,
                                     pad_mode="same", group=channels)
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        name = "GhostTail" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
+        name = ("GhostTail" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
+                + ("Residual" if self.residual else ""))
         self.kernel = _custom(library, name,
                               lambda z, *rest: [z[0], 2 * z[1], z[2], z[3]])
 
-    def construct(self, z, b1, weight, b2, gate_logits=None):
+    def construct(self, z, b1, weight, b2, extra=None):
+        """extra: the gate logits (gate) or the residual (residual)."""
         if self.use_kernel and z.dtype == mstype.float32:
-            if self.gate:
-                return self.kernel(z, b1, weight, b2, gate_logits)
+            if self.gate or self.residual:
+                return self.kernel(z, b1, weight, b2, extra)
             return self.kernel(z, b1, weight, b2)
         x1 = ops.bias_add(z, b1)
         if self.relu:
@@ -380,7 +386,9 @@ class GhostTail(KernelSwitch, nn.Cell):
             x2 = ops.relu(x2)
         out = ops.cat((x1, x2), 1)
         if self.gate:
-            out = out * ops.ResizeNearestNeighbor(out.shape[2:])(ops.sigmoid(gate_logits))
+            out = out * ops.ResizeNearestNeighbor(out.shape[2:])(ops.sigmoid(extra))
+        if self.residual:
+            out = out + extra
         return out
 
 

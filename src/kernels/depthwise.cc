@@ -26,6 +26,7 @@
 //   DwConvBackInputS{1,2}:    (dy, w, x) -> dx     (x only gives dx's shape)
 //   DwConvBackWeightS{1,2}:   (dy, x, w) -> dw     (w only gives dw's shape)
 //   GhostTail[Relu][Gate]:    (z, b1, w, b2[, g]) -> out   (inference, see ghost_tail)
+//   GhostTailResidual:        (z, b1, w, b2, r) -> out     (the same + r)
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -337,15 +338,17 @@ int backward_weight(void** params, int64_t** shapes) {
 //   x1 = act(z + b1)                      (z: the primary 1x1 conv, no bias)
 //   out = concat(x1, act(dwconv3x3(x1, w) + b2)) along channels
 //   out *= nearest_upsample(sigmoid(g))   (GATE: g = the DFC branch's logits)
+//   out += r                              (RESIDUAL: the bottleneck's shortcut)
 // act is ReLU or the identity. out has 2 * C1 channels.
-template <bool RELU, bool GATE>
+template <bool RELU, bool GATE, bool RESIDUAL>
 int ghost_tail(void** params, int64_t** shapes) {
   const float* z = static_cast<const float*>(params[0]);
   const float* b1 = static_cast<const float*>(params[1]);
   const float* w = static_cast<const float*>(params[2]);
   const float* b2 = static_cast<const float*>(params[3]);
   const float* gate = GATE ? static_cast<const float*>(params[4]) : nullptr;
-  const int out_index = GATE ? 5 : 4;
+  const float* residual = RESIDUAL ? static_cast<const float*>(params[4]) : nullptr;
+  const int out_index = GATE || RESIDUAL ? 5 : 4;
   float* out = static_cast<float*>(params[out_index]);
   const int64_t N = shapes[0][0], C1 = shapes[0][1];
   const Geometry g{(int)shapes[0][2], (int)shapes[0][3], (int)shapes[0][2], (int)shapes[0][3],
@@ -372,6 +375,8 @@ int ghost_tail(void** params, int64_t** shapes) {
       const float* zp = z + q * plane;
       float* first = out + (n * 2 * C1 + c) * plane;
       float* second = first + C1 * plane;
+      const float* r1 = RESIDUAL ? residual + (n * 2 * C1 + c) * plane : nullptr;
+      const float* r2 = RESIDUAL ? r1 + C1 * plane : nullptr;
       std::memset(P, 0, sizeof(float) * padded);
       for (int i = 0; i < g.H; ++i) {
         const float* zr = zp + (size_t)i * g.W;
@@ -413,6 +418,13 @@ int ghost_tail(void** params, int64_t** shapes) {
           o1[j] = GATE ? x1[j] * gate_rows[j] : x1[j];
           o2[j] = GATE ? v * gate_rows[g.W + j] : v;
         }
+        if (RESIDUAL) {
+          const size_t row = (size_t)i * g.W;
+          for (int j = 0; j < g.W; ++j) {
+            o1[j] += r1[row + j];
+            o2[j] += r2[row + j];
+          }
+        }
       }
     }
   });
@@ -434,8 +446,9 @@ int DwConvBackInputS1(AOT_ARGS) { return backward_input<1>(params, shapes); }
 int DwConvBackInputS2(AOT_ARGS) { return backward_input<2>(params, shapes); }
 int DwConvBackWeightS1(AOT_ARGS) { return backward_weight<1>(params, shapes); }
 int DwConvBackWeightS2(AOT_ARGS) { return backward_weight<2>(params, shapes); }
-int GhostTail(AOT_ARGS) { return ghost_tail<false, false>(params, shapes); }
-int GhostTailRelu(AOT_ARGS) { return ghost_tail<true, false>(params, shapes); }
-int GhostTailGate(AOT_ARGS) { return ghost_tail<false, true>(params, shapes); }
-int GhostTailReluGate(AOT_ARGS) { return ghost_tail<true, true>(params, shapes); }
+int GhostTail(AOT_ARGS) { return ghost_tail<false, false, false>(params, shapes); }
+int GhostTailRelu(AOT_ARGS) { return ghost_tail<true, false, false>(params, shapes); }
+int GhostTailGate(AOT_ARGS) { return ghost_tail<false, true, false>(params, shapes); }
+int GhostTailReluGate(AOT_ARGS) { return ghost_tail<true, true, false>(params, shapes); }
+int GhostTailResidual(AOT_ARGS) { return ghost_tail<false, false, true>(params, shapes); }
 }
