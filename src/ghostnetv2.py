@@ -132,12 +132,15 @@ def dfc_attention(in_channels, out_channels, kernel_size=5):
 
 class GhostModule(nn.Cell):
     """Half the output from a 1x1 conv, the other half from a cheap 3x3
-    depthwise conv on it; optionally gated by DFC attention (GhostNetV2)."""
+    depthwise conv on it; optionally gated by DFC attention (GhostNetV2).
+    Called with a residual, adds it to the output (the bottleneck's shortcut)."""
 
-    def __init__(self, in_channels, out_channels, relu=True, dfc_kernel_size=0):
+    def __init__(self, in_channels, out_channels, relu=True, dfc_kernel_size=0,
+                 takes_residual=False):
         super().__init__()
         self.out_channels = out_channels
         self.relu = relu
+        self.takes_residual = takes_residual
         self.tail = None  # set by fuse_tail() once BatchNorm is folded
         init_channels = math.ceil(out_channels / 2)
         self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
@@ -157,17 +160,20 @@ class GhostModule(nn.Cell):
         primary, cheap = self.primary_conv[0], self.cheap_operation[0]
         if self.needs_slice or not (primary.has_bias and cheap.has_bias):
             return False
-        self.tail = GhostTail(cheap.in_channels, cheap.kernel_size, self.relu, self.use_dfc)
+        if self.takes_residual and (self.relu or self.use_dfc):
+            return False
+        self.tail = GhostTail(cheap.in_channels, cheap.kernel_size, self.relu, self.use_dfc,
+                              residual=self.takes_residual)
         return self.tail.use_kernel
 
-    def construct(self, x):
+    def construct(self, x, residual=None):
         if self.tail is not None and self.tail.use_kernel:
             primary, cheap = self.primary_conv[0], self.cheap_operation[0]
             z = primary.conv2d(x, primary.weight)
             if self.use_dfc:
                 return self.tail(z, primary.bias, cheap.weight, cheap.bias,
                                  self.short_conv(self.pool(x)))
-            return self.tail(z, primary.bias, cheap.weight, cheap.bias)
+            return self.tail(z, primary.bias, cheap.weight, cheap.bias, residual)
         x1 = self.primary_conv(x)
         out = ops.cat((x1, self.cheap_operation(x1)), 1)
         if self.needs_slice:
@@ -175,6 +181,8 @@ class GhostModule(nn.Cell):
         if self.use_dfc:
             gate = ops.sigmoid(self.short_conv(self.pool(x)))
             out = self.gate_multiply(out, gate)
+        if residual is not None:
+            out = out + residual
         return out
 
 
@@ -215,7 +223,7 @@ class GhostBottleneck(nn.Cell):
         self.has_se = se_ratio > 0
         if self.has_se:
             self.se = SqueezeExcite(mid_channels, se_ratio)
-        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False)
+        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False, takes_residual=True)
         self.identity_shortcut = in_channels == out_channels and stride == 1
         if not self.identity_shortcut:
             self.shortcut = nn.SequentialCell([
@@ -231,10 +239,9 @@ class GhostBottleneck(nn.Cell):
             out = self.bn_dw(self.conv_dw(out))
         if self.has_se:
             out = self.se(out)
-        out = self.ghost2(out)
         if self.identity_shortcut:
-            return out + x
-        return out + self.shortcut(x)
+            return self.ghost2(out, x)
+        return self.ghost2(out, self.shortcut(x))
 
 
 class ConvBnAct(nn.Cell):
