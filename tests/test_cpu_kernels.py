@@ -80,10 +80,11 @@ def assert_same_as_mindspore(make_cell, inputs, forward_tol=0.0, grad_tol=1e-5):
         np.testing.assert_allclose(got, want, rtol=0, atol=grad_tol * max(1.0, np.abs(want).max()))
 
 
-def test_library_builds(tmp_path):
-    """A compile error must fail here, not silently fall back to MindSpore's operators."""
+def test_library_builds():
+    """A compile error must fail here (with the compiler's message), not
+    silently fall back to MindSpore's operators. Cached per source version."""
     from src.cpu_kernels import build_library
-    assert build_library(str(tmp_path)).endswith(".so")
+    assert build_library().endswith(".so")
     assert kernels_available()
 
 
@@ -144,35 +145,29 @@ def test_unsupported_geometry_falls_back():
     assert conv(tensor(1, 4, 8, 8)).shape == (1, 4, 8, 8)
 
 
-def test_network_with_kernels_and_portable_export(tmp_path):
-    """The whole network, fused, on kernels vs MindSpore's operators, at an
-    odd input size (every DFC gate upsampled by a non-2x ratio); then ONNX
-    export works under portable()."""
-    import onnxruntime
-    from export import export_network
+def test_network_with_kernels_and_portable():
+    """The whole network, unfused and fused, on kernels vs MindSpore's operators,
+    at an odd input size (every DFC gate upsampled by a non-2x ratio);
+    portable() switches every kernel off and back on."""
     from src.fuse import fuse_bn
     from src.ghostnetv2 import create_model
 
     net = create_model("ghostnetv2_100", num_classes=10)
-    images = RNG.normal(size=(2, 3, 65, 81)).astype(np.float32)
-    reference = net(ms.Tensor(images)).asnumpy()
+    use_cpu_kernels(net, False)
+    images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
+    reference = net(images).asnumpy()
     use_cpu_kernels(net)
     # depthwise convs, DFC gates and pools, means, BatchNorms
     assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122
-    on_kernels = net(ms.Tensor(images)).asnumpy()
+    on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]
     assert len(tails) == 32 and all(tail.use_kernel for tail in tails)
     fused_layers = count_kernel_layers(net)
-    fused = net(ms.Tensor(images)).asnumpy()
+    fused = net(images).asnumpy()
     scale = np.abs(reference).max()
     assert np.abs(on_kernels - reference).max() <= 1e-5 * scale
     assert np.abs(fused - reference).max() <= 1e-4 * scale
-
-    path = str(tmp_path / "net.onnx")
     with portable(net):
-        export_network(net, "ONNX", path, 2, 65, 81)
-    assert count_kernel_layers(net) == fused_layers  # restored
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(None, {session.get_inputs()[0].name: images})[0]
-    assert np.abs(onnx_logits - reference).max() <= 1e-4 * scale
+        assert count_kernel_layers(net) == 0
+    assert count_kernel_layers(net) == fused_layers
