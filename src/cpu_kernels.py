@@ -401,7 +401,8 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.9, **kwargs):
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
-        self.eps_tensor = ms.Tensor([eps], mstype.float32)
+        # self.momentum is MindSpore's 1 - momentum: the batch's weight.
+        self.scalars = ms.Tensor([eps, self.momentum], mstype.float32)
         self.set_kernel(enabled_by_default())
 
     def kernel_supported(self):
@@ -409,15 +410,18 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
 
     def make_kernels(self, library):
         self.backward = _custom(library, "BatchNormTrainBack",
-                                lambda dy, x, gamma, mean, var, eps: (x, gamma, gamma), outputs=3)
+                                lambda dy, x, gamma, mean, var, scalars: (x, gamma, gamma),
+                                outputs=3)
         self.kernel = _custom(library, "BatchNormTrain",
-                              lambda x, gamma, beta, eps: (x, gamma, gamma), self._bprop, outputs=3)
+                              lambda x, gamma, *rest: (x, gamma, gamma, gamma, gamma), self._bprop,
+                              outputs=5)
         self.infer_kernel = _custom(library, "BatchNormInfer",
-                                    lambda x, gamma, beta, mean, var, eps: x)
+                                    lambda x, gamma, beta, mean, var, scalars: x)
 
-    def _bprop(self, x, gamma, beta, eps, out, dout):
-        dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], eps)
-        return dx, dgamma, dbeta, ops.zeros_like(eps)
+    def _bprop(self, x, gamma, beta, moving_mean, moving_var, scalars, out, dout):
+        dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], scalars)
+        return (dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var),
+                ops.zeros_like(scalars))
 
     def construct(self, x):
         if not (self.use_kernel and self.use_batch_statistics is None
@@ -425,16 +429,11 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
             return super().construct(x)
         if not self.training:
             return self.infer_kernel(x, self.gamma, self.beta, self.moving_mean,
-                                     self.moving_variance, self.eps_tensor)
-        y, mean, var = self.kernel(x, self.gamma, self.beta, self.eps_tensor)
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        mean = ops.stop_gradient(mean)
-        unbiased_var = ops.stop_gradient(var) * (count / max(count - 1, 1))
-        # self.momentum is MindSpore's 1 - momentum: the batch's weight.
-        ops.assign(self.moving_mean,
-                   self.moving_mean * (1.0 - self.momentum) + mean * self.momentum)
-        ops.assign(self.moving_variance,
-                   self.moving_variance * (1.0 - self.momentum) + unbiased_var * self.momentum)
+                                     self.moving_variance, self.scalars)
+        y, _, _, moving_mean, moving_variance = self.kernel(
+            x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self.scalars)
+        ops.assign(self.moving_mean, ops.stop_gradient(moving_mean))
+        ops.assign(self.moving_variance, ops.stop_gradient(moving_variance))
         return y
 
 

@@ -4,12 +4,18 @@
 // a third of a GhostNetV2 training step at batch 32 x 224. These are two
 // passes over the input forward and two backward, one channel per task.
 //
-//   BatchNormTrain(x, gamma, beta, eps[1]) -> (y, mean, var)
-//       mean, var: the batch statistics (var biased, as used to normalise)
-//   BatchNormTrainBack(dy, x, gamma, mean, var, eps[1]) -> (dx, dgamma, dbeta)
-//   BatchNormInfer(x, gamma, beta, mean, var, eps[1]) -> y    (running statistics)
+//   BatchNormTrain(x, gamma, beta, moving_mean, moving_var, {eps, momentum})
+//       -> (y, mean, var, new_moving_mean, new_moving_var)
+//       mean, var: the batch statistics (var biased, as used to normalise);
+//       new_moving = (1 - momentum) * moving + momentum * batch, with the
+//       unbiased batch variance (MindSpore's rule; momentum = batch weight)
+//   BatchNormTrainBack(dy, x, gamma, mean, var, {eps, ...}) -> (dx, dgamma, dbeta)
+//   BatchNormInfer(x, gamma, beta, mean, var, {eps, ...}) -> y   (running statistics)
 //
-// Sums run in float per plane, then in double across the batch.
+// Sums run in float per plane, then in double across the batch; the forward
+// pass gets mean and variance in one read, summing x - k and (x - k)^2 with
+// k = the channel's first value (no cancellation when the mean is large).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -31,31 +37,37 @@ int batchnorm_train(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const float* gamma = static_cast<const float*>(params[1]);
   const float* beta = static_cast<const float*>(params[2]);
-  const float eps = *static_cast<const float*>(params[3]);
-  float* y = static_cast<float*>(params[4]);
-  float* mean_out = static_cast<float*>(params[5]);
-  float* var_out = static_cast<float*>(params[6]);
+  const float* moving_mean = static_cast<const float*>(params[3]);
+  const float* moving_var = static_cast<const float*>(params[4]);
+  const float eps = static_cast<const float*>(params[5])[0];
+  const float momentum = static_cast<const float*>(params[5])[1];
+  float* y = static_cast<float*>(params[6]);
+  float* mean_out = static_cast<float*>(params[7]);
+  float* var_out = static_cast<float*>(params[8]);
+  float* new_moving_mean = static_cast<float*>(params[9]);
+  float* new_moving_var = static_cast<float*>(params[10]);
   const Layout l = layout(shapes[0]);
+  const double count = static_cast<double>(l.count());
   pool().parallel_for(l.C, l.C * l.count(), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      double total = 0.0;
+      const float k = x[l.offset(0, c)];
+      double total = 0.0, squares = 0.0;
       for (int64_t n = 0; n < l.N; ++n) {
         const float* xp = x + l.offset(n, c);
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t t = 0; t < l.plane; ++t) sum += xp[t];
+        float sum = 0.f, sum2 = 0.f;
+#pragma omp simd reduction(+ : sum, sum2)
+        for (int64_t t = 0; t < l.plane; ++t) {
+          const float d = xp[t] - k;
+          sum += d;
+          sum2 += d * d;
+        }
         total += sum;
+        squares += sum2;
       }
-      const float mean = static_cast<float>(total / l.count());
-      double squares = 0.0;
-      for (int64_t n = 0; n < l.N; ++n) {
-        const float* xp = x + l.offset(n, c);
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t t = 0; t < l.plane; ++t) sum += (xp[t] - mean) * (xp[t] - mean);
-        squares += sum;
-      }
-      const float var = static_cast<float>(squares / l.count());
+      const double shifted_mean = total / count;
+      const double var_d = std::max(0.0, squares / count - shifted_mean * shifted_mean);
+      const float mean = static_cast<float>(k + shifted_mean);
+      const float var = static_cast<float>(var_d);
       const float scale = gamma[c] / std::sqrt(var + eps);
       const float shift = beta[c] - mean * scale;
       for (int64_t n = 0; n < l.N; ++n) {
@@ -66,6 +78,9 @@ int batchnorm_train(void** params, int64_t** shapes) {
       }
       mean_out[c] = mean;
       var_out[c] = var;
+      const float unbiased = static_cast<float>(var_d * count / std::max(1.0, count - 1.0));
+      new_moving_mean[c] = (1.f - momentum) * moving_mean[c] + momentum * mean;
+      new_moving_var[c] = (1.f - momentum) * moving_var[c] + momentum * unbiased;
     }
   });
   return 0;
