@@ -397,10 +397,14 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
     statistics, running averages, gradients) and evaluation mode (running
     statistics; fuse_bn removes it altogether). The same parameters, and the
     same running-average rule as MindSpore's: ``moving = momentum * moving +
-    (1 - momentum) * batch``, with the unbiased batch variance."""
+    (1 - momentum) * batch``, with the unbiased batch variance.
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.9, **kwargs):
+    ``relu=True`` applies ReLU to the output (in the same pass with the
+    kernels), replacing a separate ReLU layer."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, relu=False, **kwargs):
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
+        self.relu = relu
         # self.momentum is MindSpore's 1 - momentum: the batch's weight.
         self.scalars = ms.Tensor([eps, self.momentum], mstype.float32)
         self.set_kernel(enabled_by_default())
@@ -409,24 +413,30 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
         return self.format == "NCHW"
 
     def make_kernels(self, library):
-        self.backward = _custom(library, "BatchNormTrainBack",
-                                lambda dy, x, gamma, mean, var, scalars: (x, gamma, gamma),
-                                outputs=3)
-        self.kernel = _custom(library, "BatchNormTrain",
+        relu = "Relu" if self.relu else ""
+        self.backward = _custom(library, "BatchNormTrainBack" + relu,
+                                lambda dy, x, gamma, *rest: (x, gamma, gamma), outputs=3)
+        self.kernel = _custom(library, "BatchNormTrain" + relu,
                               lambda x, gamma, *rest: (x, gamma, gamma, gamma, gamma), self._bprop,
                               outputs=5)
-        self.infer_kernel = _custom(library, "BatchNormInfer",
+        self.infer_kernel = _custom(library, "BatchNormInfer" + relu,
                                     lambda x, gamma, beta, mean, var, scalars: x)
 
     def _bprop(self, x, gamma, beta, moving_mean, moving_var, scalars, out, dout):
-        dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], scalars)
+        if self.relu:
+            dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], scalars, out[0])
+        else:
+            dx, dgamma, dbeta = self.backward(dout[0], x, gamma, out[1], out[2], scalars)
         return (dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var),
                 ops.zeros_like(scalars))
 
     def construct(self, x):
         if not (self.use_kernel and self.use_batch_statistics is None
                 and x.dtype == mstype.float32 and x.ndim == 4):
-            return super().construct(x)
+            out = super().construct(x)
+            if self.relu:
+                out = ops.relu(out)
+            return out
         if not self.training:
             return self.infer_kernel(x, self.gamma, self.beta, self.moving_mean,
                                      self.moving_variance, self.scalars)

@@ -78,9 +78,8 @@ def _fuse_sequential(seq):
     cells = list(seq)
     for i in range(len(cells) - 1):
         if isinstance(cells[i], nn.Conv2d) and isinstance(cells[i + 1], nn.BatchNorm2d):
-            fold_into_conv(cells[i], cells[i + 1])
-            seq[i + 1] = nn.Identity()
-            # The depthwise kernels also apply the ReLU: one pass over the output less.
+            seq[i + 1] = _fold(cells[i], cells[i + 1])
+            # A separate ReLU after a folded depthwise conv: the kernel applies it.
             if (i + 2 < len(cells) and isinstance(cells[i + 2], nn.ReLU)
                     and isinstance(cells[i], DepthwiseConv2d)):
                 cells[i].fuse_relu()
@@ -91,8 +90,20 @@ def _fuse_attribute_pairs(cell):
     for conv_name, bn_name in ATTRIBUTE_PAIRS:
         conv, bn = getattr(cell, conv_name, None), getattr(cell, bn_name, None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            fold_into_conv(conv, bn)
-            setattr(cell, bn_name, nn.Identity())
+            setattr(cell, bn_name, _fold(conv, bn))
+
+
+def _fold(conv, bn):
+    """Fold bn into conv; return the cell that takes the BatchNorm's place:
+    nn.Identity, or nn.ReLU for a BatchNorm that applied ReLU (cpu_kernels'
+    BatchNorm2d(relu=True)) unless the conv can apply it (depthwise kernels)."""
+    fold_into_conv(conv, bn)
+    if not getattr(bn, "relu", False):
+        return nn.Identity()
+    if isinstance(conv, DepthwiseConv2d):
+        conv.fuse_relu()
+        return nn.Identity()
+    return nn.ReLU()
 
 
 def fold_into_conv(conv, bn):

@@ -114,11 +114,13 @@ def test_pooling(cell, shape):
     assert_same_as_mindspore(cell, [tensor(*shape)], forward_tol=1e-6)
 
 
-def test_batchnorm_training():
+@pytest.mark.parametrize("relu", [False, True])
+def test_batchnorm_training(relu):
     """Batch statistics, running averages (MindSpore's rule: unbiased variance)
-    and gradients in training mode; evaluation mode unchanged."""
+    and gradients in training mode; evaluation mode unchanged; with the ReLU
+    applied in the same kernel or not."""
     def make_bn():
-        bn = BatchNorm2d(6)
+        bn = BatchNorm2d(6, relu=relu)
         bn.gamma.set_data(ms.Tensor(np.linspace(0.5, 1.5, 6, dtype=np.float32)))
         bn.beta.set_data(ms.Tensor(np.linspace(-0.2, 0.2, 6, dtype=np.float32)))
         return bn.set_train(True)

@@ -11,6 +11,8 @@
 //       unbiased batch variance (MindSpore's rule; momentum = batch weight)
 //   BatchNormTrainBack(dy, x, gamma, mean, var, {eps, ...}) -> (dx, dgamma, dbeta)
 //   BatchNormInfer(x, gamma, beta, mean, var, {eps, ...}) -> y   (running statistics)
+// The ...Relu variants apply ReLU to y; BatchNormTrainBackRelu takes y as a
+// seventh input (the ReLU's mask).
 //
 // Sums run in float per plane, then in double across the batch; the forward
 // pass gets mean and variance in one read, summing x - k and (x - k)^2 with
@@ -33,6 +35,7 @@ struct Layout {
 
 Layout layout(const int64_t* shape) { return Layout{shape[0], shape[1], shape[2] * shape[3]}; }
 
+template <bool RELU>
 int batchnorm_train(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const float* gamma = static_cast<const float*>(params[1]);
@@ -74,7 +77,10 @@ int batchnorm_train(void** params, int64_t** shapes) {
         const float* xp = x + l.offset(n, c);
         float* yp = y + l.offset(n, c);
 #pragma omp simd
-        for (int64_t t = 0; t < l.plane; ++t) yp[t] = xp[t] * scale + shift;
+        for (int64_t t = 0; t < l.plane; ++t) {
+          const float v = xp[t] * scale + shift;
+          yp[t] = RELU ? (v > 0.f ? v : 0.f) : v;
+        }
       }
       mean_out[c] = mean;
       var_out[c] = var;
@@ -86,6 +92,7 @@ int batchnorm_train(void** params, int64_t** shapes) {
   return 0;
 }
 
+template <bool RELU>
 int batchnorm_train_back(void** params, int64_t** shapes) {
   const float* dy = static_cast<const float*>(params[0]);
   const float* x = static_cast<const float*>(params[1]);
@@ -93,9 +100,11 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
   const float* mean_in = static_cast<const float*>(params[3]);
   const float* var_in = static_cast<const float*>(params[4]);
   const float eps = *static_cast<const float*>(params[5]);
-  float* dx = static_cast<float*>(params[6]);
-  float* dgamma = static_cast<float*>(params[7]);
-  float* dbeta = static_cast<float*>(params[8]);
+  const float* y = RELU ? static_cast<const float*>(params[6]) : nullptr;
+  const int out = RELU ? 7 : 6;
+  float* dx = static_cast<float*>(params[out]);
+  float* dgamma = static_cast<float*>(params[out + 1]);
+  float* dbeta = static_cast<float*>(params[out + 2]);
   const Layout l = layout(shapes[1]);
   pool().parallel_for(l.C, l.C * l.count(), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
@@ -105,11 +114,13 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
       for (int64_t n = 0; n < l.N; ++n) {
         const float* dp = dy + l.offset(n, c);
         const float* xp = x + l.offset(n, c);
+        const float* yp = RELU ? y + l.offset(n, c) : nullptr;
         float a = 0.f, b = 0.f;
 #pragma omp simd reduction(+ : a, b)
         for (int64_t t = 0; t < l.plane; ++t) {
-          a += dp[t];
-          b += dp[t] * (xp[t] - mean);
+          const float d = RELU ? (yp[t] > 0.f ? dp[t] : 0.f) : dp[t];
+          a += d;
+          b += d * (xp[t] - mean);
         }
         sum_dy += a;
         sum_dy_xc += b;
@@ -124,10 +135,13 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
       for (int64_t n = 0; n < l.N; ++n) {
         const float* dp = dy + l.offset(n, c);
         const float* xp = x + l.offset(n, c);
+        const float* yp = RELU ? y + l.offset(n, c) : nullptr;
         float* dxp = dx + l.offset(n, c);
 #pragma omp simd
-        for (int64_t t = 0; t < l.plane; ++t)
-          dxp[t] = k * (dp[t] - mean_dy - (xp[t] - mean) * xc_coef);
+        for (int64_t t = 0; t < l.plane; ++t) {
+          const float d = RELU ? (yp[t] > 0.f ? dp[t] : 0.f) : dp[t];
+          dxp[t] = k * (d - mean_dy - (xp[t] - mean) * xc_coef);
+        }
       }
       dgamma[c] = dg;
       dbeta[c] = db;
@@ -136,6 +150,7 @@ int batchnorm_train_back(void** params, int64_t** shapes) {
   return 0;
 }
 
+template <bool RELU>
 int batchnorm_infer(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const float* gamma = static_cast<const float*>(params[1]);
@@ -153,7 +168,10 @@ int batchnorm_infer(void** params, int64_t** shapes) {
       const float* xp = x + q * l.plane;
       float* yp = y + q * l.plane;
 #pragma omp simd
-      for (int64_t t = 0; t < l.plane; ++t) yp[t] = xp[t] * scale + shift;
+      for (int64_t t = 0; t < l.plane; ++t) {
+        const float v = xp[t] * scale + shift;
+        yp[t] = RELU ? (v > 0.f ? v : 0.f) : v;
+      }
     }
   });
   return 0;
@@ -164,7 +182,10 @@ int batchnorm_infer(void** params, int64_t** shapes) {
 #define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
 
 extern "C" {
-int BatchNormTrain(AOT_ARGS) { return batchnorm_train(params, shapes); }
-int BatchNormTrainBack(AOT_ARGS) { return batchnorm_train_back(params, shapes); }
-int BatchNormInfer(AOT_ARGS) { return batchnorm_infer(params, shapes); }
+int BatchNormTrain(AOT_ARGS) { return batchnorm_train<false>(params, shapes); }
+int BatchNormTrainRelu(AOT_ARGS) { return batchnorm_train<true>(params, shapes); }
+int BatchNormTrainBack(AOT_ARGS) { return batchnorm_train_back<false>(params, shapes); }
+int BatchNormTrainBackRelu(AOT_ARGS) { return batchnorm_train_back<true>(params, shapes); }
+int BatchNormInfer(AOT_ARGS) { return batchnorm_infer<false>(params, shapes); }
+int BatchNormInferRelu(AOT_ARGS) { return batchnorm_infer<true>(params, shapes); }
 }
