@@ -106,12 +106,12 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
 
 
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False):
-    """conv -> BN (-> ReLU) as a SequentialCell indexed like PyTorch's."""
-    layers = [conv2d(in_channels, out_channels, kernel_size, stride, groups),
-              BatchNorm2d(out_channels)]
-    if relu:
-        layers.append(nn.ReLU())
-    return nn.SequentialCell(layers)
+    """conv -> BN (-> ReLU) as a SequentialCell indexed like PyTorch's (0: conv,
+    1: BN). The ReLU is part of the BatchNorm cell (one pass with the CPU
+    kernels, training and evaluation alike); it has no parameters, so the
+    parameter names are PyTorch's."""
+    return nn.SequentialCell([conv2d(in_channels, out_channels, kernel_size, stride, groups),
+                              BatchNorm2d(out_channels, relu=relu)])
 
 
 def dfc_attention(in_channels, out_channels, kernel_size=5):
@@ -250,11 +250,10 @@ class ConvBnAct(nn.Cell):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.conv = conv2d(in_channels, out_channels, 1)
-        self.bn1 = BatchNorm2d(out_channels)
-        self.act1 = nn.ReLU()
+        self.bn1 = BatchNorm2d(out_channels, relu=True)  # BN + ReLU
 
     def construct(self, x):
-        return self.act1(self.bn1(self.conv(x)))
+        return self.bn1(self.conv(x))
 
 
 class GhostNetV2(nn.Cell):
@@ -286,8 +285,7 @@ class GhostNetV2(nn.Cell):
 
         stem_channels = make_divisible(16 * width)
         self.conv_stem = conv2d(in_channels, stem_channels, 3, stride=2)
-        self.bn1 = BatchNorm2d(stem_channels)
-        self.act1 = nn.ReLU()
+        self.bn1 = BatchNorm2d(stem_channels, relu=True)  # BN + ReLU
 
         stages, channels, block_index = [], stem_channels, 0
         self.stage_channels = []
@@ -327,7 +325,7 @@ class GhostNetV2(nn.Cell):
 
     def stem(self, x):
         self.check_input(x)
-        return self.act1(self.bn1(self.conv_stem(x)))
+        return self.bn1(self.conv_stem(x))
 
     def forward_features(self, x):
         """The stride-32 feature map before global pooling (num_features channels)."""
