@@ -535,8 +535,8 @@ def make_photo_folder(root, count=128, classes=4):
     """JPEG photographs of ImageNet-like size (about 500x375) from scikit-image's samples."""
     import cv2
     import skimage.data
-    names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-             "retina", "colorwheel")
+    names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
+             "hubble_deep_field", "retina", "colorwheel")
     rng = np.random.default_rng(0)
     for index in range(count):
         image = getattr(skimage.data, names[index % len(names)])()

@@ -1,24 +1,28 @@
 """Fast CPU kernels for GhostNetV2: MindSpore custom (AOT) operators.
 
 MindSpore 2.7.2 runs every depthwise convolution through oneDNN in plain NCHW
-layout, where oneDNN falls back to im2col + GEMM per channel, and its CPU
-kernels for nearest resize, spatial mean and small pooling run far below
-memory bandwidth. ``src/kernels/*.cc`` computes the same operations (forward,
-and the gradients for training) with vectorised loops on a small thread pool.
-Measured effect: benchmark/RESULTS.md.
+layout, where oneDNN falls back to im2col + GEMM per channel; its CPU
+BatchNorm, nearest resize, spatial mean and small pooling run far below
+memory bandwidth; and each operator is a separate pass over the feature map.
+``src/kernels/*.cc`` computes the same operations (forward, and the gradients
+for training) with vectorised loops on a small thread pool, several fused
+into one pass. Measured effect and profile: benchmark/RESULTS.md.
 
-The kernel-backed cells (all without parameters of their own, so parameter
-names and shapes are those of the plain model):
+The kernel-backed cells (no parameters beyond those of the MindSpore cell
+they stand for, so parameter names and shapes are those of the plain model):
 
-- ``DepthwiseConv2d``: an ``nn.Conv2d`` (same parameters, padding attributes)
-  for depthwise convolutions with odd kernels, stride 1 or 2, padding k // 2;
+- ``DepthwiseConv2d``: an ``nn.Conv2d`` for depthwise convolutions with odd
+  kernels up to 7x7, stride 1 or 2, padding k // 2;
+- ``BatchNorm2d``: an ``nn.BatchNorm2d``, training and evaluation, optionally
+  with the following ReLU;
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
-- ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``.
+- ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
+- ``GhostTail``: a BN-folded ghost module after its 1x1 conv (inference).
 
 Each cell runs its kernel when ``use_kernel`` is on and the input is float32,
-and MindSpore's operators otherwise (same results up to float32 rounding;
-the depthwise convolution and the gate are bit-identical).
+and MindSpore's operators otherwise (same results up to float32 rounding; the
+depthwise convolution and the gate forward are bit-identical).
 
 On by default for networks built while the device target is CPU
 (``GHOSTNETV2_CPU_KERNELS=0`` turns that off); for one network:
@@ -49,10 +53,10 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "GateMultiply", "SpatialMean", "AvgPool2x2", "BatchNorm2d", "GhostTail",
-           "kernel_library", "kernels_available", "use_cpu_kernels",
-           "count_kernel_layers",
-           "set_num_threads", "portable", "forget_compiled_graphs", "KernelBuildError"]
+__all__ = ["DepthwiseConv2d", "BatchNorm2d", "GateMultiply", "SpatialMean", "AvgPool2x2",
+           "GhostTail", "KernelSwitch", "use_cpu_kernels", "portable", "count_kernel_layers",
+           "set_num_threads", "kernels_available", "kernel_library", "build_library",
+           "forget_compiled_graphs", "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class KernelBuildError(RuntimeError):
     pass
 
 
-_library = {"path": None, "tried": False, "threads": None}
+_library = {"path": None, "tried": False}
 
 
 def _cpu_flags():
@@ -155,7 +159,6 @@ def set_num_threads(num_threads):
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     ctypes.CDLL(path).SetNumThreads(int(num_threads))
-    _library["threads"] = num_threads
 
 
 def _supports(conv):

@@ -90,7 +90,8 @@ def test_library_builds():
 
 # (input shape, kernel, stride): odd sizes, both strides, the 1x5 / 5x1 DFC kernels.
 DEPTHWISE_CASES = [((2, 8, 9, 11), (3, 3), 1), ((2, 8, 9, 11), (3, 3), 2),
-                   ((2, 8, 10, 12), (5, 5), 2), ((2, 8, 7, 7), (1, 5), 1), ((2, 8, 7, 6), (5, 1), 1)]
+                   ((2, 8, 10, 12), (5, 5), 2), ((2, 8, 7, 7), (1, 5), 1),
+                   ((2, 8, 7, 6), (5, 1), 1)]
 
 
 @pytest.mark.parametrize("shape,kernel,stride", DEPTHWISE_CASES)
