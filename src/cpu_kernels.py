@@ -49,6 +49,8 @@ import subprocess
 import tempfile
 import time
 
+import numpy as np
+
 import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
@@ -275,12 +277,41 @@ class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
         return out
 
 
+def nearest_index(size_in, size_out):
+    """PyTorch's legacy 'nearest' source indices for size_in -> size_out, as a
+    graph-mode int32 tensor: identity, i // 2 for an exact 2x, else
+    min(floor(i * (float32)in / out), in - 1) in float32 (its upsample code)."""
+    positions = ops.arange(0, size_out, dtype=mstype.int32)
+    if size_out == size_in:
+        return positions
+    if size_out == 2 * size_in:
+        return positions // 2
+    scale = float(np.float32(size_in) / np.float32(size_out))
+    index = ops.floor(positions.astype(mstype.float32) * scale).astype(mstype.int32)
+    return ops.minimum(index, size_in - 1)
+
+
+def upsample_multiply(out, gate, export_form):
+    """``out * nearest_upsample(gate, out's H x W)`` on MindSpore operators.
+
+    Two gathers with PyTorch's indices: bit-identical to ResizeNearestNeighbor
+    and 3-5x faster in MindSpore. In an export (``export_form``) ResizeNearest-
+    Neighbor instead: it becomes ONNX Resize, which onnxruntime runs 3x faster
+    than two Gathers (benchmark/RESULTS.md)."""
+    if export_form:
+        return out * ops.ResizeNearestNeighbor(out.shape[2:])(gate)
+    rows = nearest_index(gate.shape[2], out.shape[2])
+    cols = nearest_index(gate.shape[3], out.shape[3])
+    return out * ops.gather(ops.gather(gate, rows, 2), cols, 3)
+
+
 class GateMultiply(KernelSwitch, nn.Cell):
     """``out * nearest_upsample(gate, out's H x W)`` with PyTorch's legacy
     nearest indices (the DFC attention gate of GhostNetV2)."""
 
     def __init__(self):
         super().__init__()
+        self.export_form = False  # set by portable()
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
@@ -294,12 +325,7 @@ class GateMultiply(KernelSwitch, nn.Cell):
     def construct(self, out, gate):
         if self.use_kernel and out.dtype == mstype.float32:
             return self.kernel(out, gate)
-        # Without the kernel (exports, other devices): ResizeNearestNeighbor,
-        # whose indices are PyTorch's, exported to ONNX as Resize + Mul (what
-        # timm's export has). A broadcast multiply on a 6-D view (exact 2x) is
-        # bit-identical and 1.2x faster in MindSpore, but onnxruntime runs it
-        # about 2.3x slower than Resize + Mul (benchmark/RESULTS.md).
-        return out * ops.ResizeNearestNeighbor(out.shape[2:])(gate)
+        return upsample_multiply(out, gate, self.export_form)
 
 
 class SpatialMean(KernelSwitch, nn.Cell):
@@ -365,6 +391,7 @@ class GhostTail(KernelSwitch, nn.Cell):
         self.relu = relu
         self.gate = gate
         self.residual = residual
+        self.export_form = False  # set by portable()
         self.depthwise = ops.Conv2D(out_channel=channels, kernel_size=kernel_size,
                                     pad_mode="same", group=channels)
         self.set_kernel(enabled_by_default())
@@ -389,7 +416,7 @@ class GhostTail(KernelSwitch, nn.Cell):
             x2 = ops.relu(x2)
         out = ops.cat((x1, x2), 1)
         if self.gate:
-            out = out * ops.ResizeNearestNeighbor(out.shape[2:])(ops.sigmoid(extra))
+            out = upsample_multiply(out, ops.sigmoid(extra), self.export_form)
         if self.residual:
             out = out + extra
         return out
@@ -470,15 +497,21 @@ def count_kernel_layers(net):
 
 @contextlib.contextmanager
 def portable(net):
-    """``with portable(net): ...`` runs the block with MindSpore's own
-    convolutions (for ONNX / AIR / portable MINDIR export), then restores."""
-    enabled = [(cell, cell.use_kernel) for _, cell in net.cells_and_names()
-               if isinstance(cell, KernelSwitch)]
+    """``with portable(net): ...`` runs the block with MindSpore's standard
+    operators in the forms exporters handle best (for ONNX / AIR / portable
+    MINDIR export), then restores the network."""
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, KernelSwitch)]
+    enabled = [cell.use_kernel for cell in cells]
     use_cpu_kernels(net, False)
+    for cell in cells:
+        if hasattr(cell, "export_form"):
+            cell.export_form = True
     try:
         yield net
     finally:
-        for cell, use_kernel in enabled:
+        for cell, use_kernel in zip(cells, enabled):
+            if hasattr(cell, "export_form"):
+                cell.export_form = False
             cell.set_kernel(use_kernel)
         forget_compiled_graphs(net)
 
