@@ -496,16 +496,19 @@ def count_kernel_layers(net):
 
 
 @contextlib.contextmanager
-def portable(net):
-    """``with portable(net): ...`` runs the block with MindSpore's standard
-    operators in the forms exporters handle best (for ONNX / AIR / portable
-    MINDIR export), then restores the network."""
+def portable(net, file_format=None):
+    """``with portable(net, file_format): ...`` runs the block with MindSpore's
+    standard operators (for ONNX / AIR / portable MINDIR export), then
+    restores the network. For ONNX (or an unknown format) the DFC upsample is
+    ResizeNearestNeighbor (ONNX Resize, fast in onnxruntime); for MINDIR and
+    AIR the gathers MindSpore runs faster."""
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, KernelSwitch)]
     enabled = [cell.use_kernel for cell in cells]
     use_cpu_kernels(net, False)
+    export_form = file_format not in ("MINDIR", "AIR")
     for cell in cells:
         if hasattr(cell, "export_form"):
-            cell.export_form = True
+            cell.export_form = export_form
     try:
         yield net
     finally:
