@@ -27,9 +27,11 @@ def main(argv=None):
                         help="model the weights belong to (default: inferred from them)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classifier outputs (default: read off the weights)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --dst (refused otherwise)")
     args = parser.parse_args(argv)
     try:
-        print(convert(args.src, args.dst, args.model, args.num_classes))
+        print(convert(args.src, args.dst, args.model, args.num_classes, args.overwrite))
     except WeightsError as err:
         print(f"convert_weights.py: error: {err}", file=sys.stderr)
         return 1

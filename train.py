@@ -87,7 +87,7 @@ class StopRequest:
 
 def parse_config(argv=None):
     config = get_config("Train GhostNetV2 (every recipe key is a --key flag)", argv,
-                        extra_defaults=TRAIN_DEFAULTS)
+                        extra_defaults=TRAIN_DEFAULTS, strict=True)
     check_train_config(config)
     if not config.data_path:
         raise ConfigError("no training data: pass --data_path DIR (DIR/<class>/<images>)")

@@ -249,13 +249,14 @@ def save_safetensors(params, path):
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
-def convert(src, dst, model=None, num_classes=None):
+def convert(src, dst, model=None, num_classes=None, overwrite=False):
     """Convert src to dst; the direction follows from dst's suffix.
 
     .ckpt dst: PyTorch/safetensors (or ckpt) -> MindSpore checkpoint.
     .safetensors dst: MindSpore (or any) -> timm-loadable safetensors.
     The weights are checked against the model first; nothing is written if
-    they do not fit. Returns a summary line.
+    they do not fit. An existing dst (perhaps a trained checkpoint) is only
+    replaced with overwrite=True. Returns a summary line.
     """
     params, fmt = read_weights(src)
     if model is None:
@@ -264,6 +265,9 @@ def convert(src, dst, model=None, num_classes=None):
         num_classes = classifier_classes(params)
     net = create_model(model, num_classes=num_classes)
     compare_to_network(net, params, source=f"weights in {src}")
+    if os.path.exists(dst) and not overwrite:
+        raise WeightsError(f"{dst} already exists; pass another --dst, or --overwrite to "
+                           "replace it")
     if dst.endswith(".safetensors"):
         save_safetensors(params, dst)
     elif dst.endswith(".ckpt"):

@@ -171,3 +171,14 @@ def test_cli_exit_status_and_stderr(tmp_path):
     assert "Traceback (most recent call last)" not in done.stderr.split("Cell.__del__")[0]
     assert done.stdout == ""
     assert not dst.exists()
+
+
+def test_existing_destination_is_kept_unless_overwrite(timm_models, tmp_path):
+    src = write_safetensors(tmp_path / "ok.safetensors", timm_models["ghostnetv2_100"].state_dict())
+    dst = tmp_path / "trained.ckpt"
+    dst.write_bytes(b"a trained checkpoint")
+    with pytest.raises(WeightsError, match="already exists.*--overwrite"):
+        convert(str(src), str(dst))
+    assert dst.read_bytes() == b"a trained checkpoint"
+    convert(str(src), str(dst), overwrite=True)
+    assert read_weights(str(dst))[0].keys() == read_weights(str(src))[0].keys()

@@ -10,6 +10,7 @@ yaml (option groups) to keep recipes readable; flags stay flat.
 """
 import argparse
 import ast
+import difflib
 import os
 import sys
 
@@ -112,11 +113,23 @@ def build_parser(defaults, description="", helps=None):
     return parser
 
 
-def get_config(description="", argv=None, extra_defaults=None):
+def unknown_keys_error(path, unknown, known):
+    """A message naming recipe keys no script reads, with the likely intended key."""
+    hints = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return (f"config file {path} has keys that nothing reads: {', '.join(hints)}. "
+            "Fix the spelling or remove them.")
+
+
+def get_config(description="", argv=None, extra_defaults=None, strict=False):
     """Parse --config_path, load it, then parse every other flag against its keys.
 
     extra_defaults: keys the calling script needs even if the yaml lacks them
     (the yaml wins where it has them).
+    strict: a yaml key outside extra_defaults is an error (a misspelt key
+    would otherwise be silently ignored).
     """
     argv = sys.argv[1:] if argv is None else argv
     pre = argparse.ArgumentParser(add_help=False)
@@ -125,9 +138,13 @@ def get_config(description="", argv=None, extra_defaults=None):
     config_path = os.path.abspath(os.path.expanduser(known.config_path))
     defaults = dict(extra_defaults or {})
     try:
-        defaults.update(load_yaml(config_path))
+        recipe = load_yaml(config_path)
     except (FileNotFoundError, ValueError) as err:
         pre.error(str(err))
+    unknown = set(recipe) - set(defaults) - {"config_path"}
+    if strict and unknown:
+        pre.error(unknown_keys_error(config_path, unknown, list(defaults)))
+    defaults.update(recipe)
     parser = build_parser(defaults, description)
     args = parser.parse_args(argv)
     config = Config(vars(args))
