@@ -25,6 +25,7 @@ if ROOT not in sys.path:
 
 from src.dataset import DatasetError, create_eval_dataset, scan_image_folder  # noqa: E402
 from src.evaluation import evaluate  # noqa: E402
+from src.fuse import fuse_bn  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
 from src.model_utils.config import get_config  # noqa: E402
 from src.train_utils import ConfigError, check_image_size, set_device, setup_logging  # noqa: E402
@@ -33,7 +34,8 @@ from src.weights import WeightsError, infer_model, load_weights, read_weights  #
 _logger = logging.getLogger("eval")
 
 EVAL_DEFAULTS = dict(model="", num_classes=0, image_size=224, crop_pct=0.875, batch_size=64,
-                     num_workers=0, device_target="CPU", data_path="", checkpoint_path="")
+                     num_workers=0, device_target="CPU", data_path="", checkpoint_path="",
+                     fuse_bn=False)
 # Progress lines while scoring: about this many per run.
 PROGRESS_LINES = 10
 
@@ -89,6 +91,9 @@ def build_network(config):
     net = create_model(model, num_classes=num_classes)
     check_image_size(net, config.image_size)
     summary = load_weights(net, path)
+    if config.fuse_bn:
+        net = fuse_bn(net)
+        summary += "; BatchNorm folded into the convolutions (--fuse_bn)"
     source = "--model" if config.model_given else "inferred from the weights"
     _logger.info("model %s (%s), %d classes; %s", model, source, num_classes, summary)
     return net, model, num_classes

@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 
 from src.ghostnetv2 import create_model, list_models
+from src.fuse import fuse_bn
 from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_weights, \
     read_weights
 
@@ -58,6 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=1,
                         help="input batch of MINDIR/AIR (fixed; 1 for ascend310_infer); for ONNX "
                              "only the traced batch (the file's batch axis is dynamic)")
+    parser.add_argument("--fuse_bn", action="store_true",
+                        help="fold BatchNorm into the convolutions: a faster file whose logits "
+                             "equal the checkpoint's up to float32 rounding")
     parser.add_argument("--image_height", type=int, default=224)
     parser.add_argument("--image_width", type=int, default=224)
     parser.add_argument("--device_target", default="CPU", choices=DEVICES,
@@ -84,16 +88,18 @@ def check_backend(file_format, device_target):
                           f"with Ascend and MindSpore's Ascend package); this run targets "
                           f"{device_target}. Export MINDIR (runs on Ascend 310 through "
                           f"ascend310_infer/ and on MindSpore Lite) or ONNX instead.")
-    import mindspore as ms
+    from src.train_utils import ConfigError, set_device
     try:
-        ms.set_device(device_target)
-    except RuntimeError as err:
-        raise ExportError(f"cannot use --device_target {device_target}: "
-                          f"{str(err).splitlines()[0]}") from None
+        set_device(device_target)
+    except ConfigError as err:
+        raise ExportError(str(err)) from None
 
 
-def build_network(checkpoint_path, model=None, num_classes=None):
-    """The model of the weights, loaded, in inference mode; returns (net, model, summary)."""
+def build_network(checkpoint_path, model=None, num_classes=None, fuse=False):
+    """The model of the weights, loaded, in inference mode; returns (net, model, summary).
+
+    fuse: fold BatchNorm into the convolutions (src/fuse.py): faster inference,
+    logits equal up to float32 rounding."""
     if model is None or num_classes is None:
         params, _ = read_weights(checkpoint_path)
         model = model or infer_model(params)[0]
@@ -101,6 +107,9 @@ def build_network(checkpoint_path, model=None, num_classes=None):
     net = create_model(model, num_classes=num_classes)
     summary = load_weights(net, checkpoint_path)
     net.set_train(False)
+    if fuse:
+        net = fuse_bn(net)
+        summary += "; BatchNorm folded into the convolutions"
     return net, model, summary
 
 
@@ -213,7 +222,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_backend(args.file_format, args.device_target)
-        net, model, summary = build_network(args.checkpoint_path, args.model, args.num_classes)
+        net, model, summary = build_network(args.checkpoint_path, args.model, args.num_classes,
+                                             args.fuse_bn)
         print(summary, flush=True)
         check_image_size(net, args.image_height, args.image_width)
         path = output_path(args.file_name, args.file_format, model)

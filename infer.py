@@ -46,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=None,
                         help="square input side (default: 224, or the MINDIR's input size)")
     parser.add_argument("--crop_pct", type=float, default=0.875)
+    parser.add_argument("--fuse_bn", action="store_true",
+                        help="with --checkpoint_path: fold BatchNorm into the convolutions "
+                             "(faster; probabilities equal up to float32 rounding)")
     parser.add_argument("--labels", default=None,
                         help="class names: JSON list, preprocess.py's labels.json, or one per line")
     parser.add_argument("--class_dir", default=None,
@@ -105,7 +108,8 @@ def read_class_names(labels=None, class_dir=None):
 class Classifier:
     """A checkpoint's network or a MINDIR, called on batches of preprocessed images."""
 
-    def __init__(self, checkpoint_path=None, mindir_path=None, model=None, image_size=None):
+    def __init__(self, checkpoint_path=None, mindir_path=None, model=None, image_size=None,
+                 fuse=False):
         import mindspore as ms
         from mindspore import nn
         ms.set_context(mode=ms.GRAPH_MODE)
@@ -121,7 +125,7 @@ class Classifier:
             self.summary = f"loaded {mindir_path} (MINDIR, input {'x'.join(map(str, shape))})"
         else:
             from export import build_network
-            self.net, name, self.summary = build_network(checkpoint_path, model)
+            self.net, name, self.summary = build_network(checkpoint_path, model, fuse=fuse)
             self.num_classes = self.net.num_classes
             self.batch_size, self.image_size = 1, image_size or 224
             if self.image_size < self.net.min_input_size:
@@ -167,7 +171,7 @@ def main(argv=None):
         class_names = read_class_names(args.labels, args.class_dir)
         paths = list_images(args.image_path)
         classifier = Classifier(args.checkpoint_path, args.mindir_path, args.model,
-                                args.image_size)
+                                args.image_size, args.fuse_bn)
         print(classifier.summary, flush=True)
         predictions = predict(classifier, paths, class_names, args.crop_pct)
     except (InferError, MindirError, WeightsError, DatasetError) as err:

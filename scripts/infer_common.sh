@@ -1,18 +1,10 @@
 # Shared steps of run_infer_310.sh and run_infer_cpu.sh (sourced, not run).
 # Expects ROOT (the repository root) to be set.
 
-# The project's virtual environment when there is one, else python3 on PATH
-# (an Ascend 310 host has MindSpore installed system-wide); PYTHON overrides.
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-export GLOG_v="${GLOG_v:-3}"   # MindSpore: errors only
-
-# without_exit_noise: drop MindSpore 2.7.2's harmless "Cell.__del__" tracebacks
-# printed at interpreter exit.
-without_exit_noise() {
-    grep -v "Cell.__del__\|total_instance_count\|^Traceback (most recent\|mindspore/nn/cell.py" || true
-}
+# Interpreter choice, path checks, GLOG_v and the exit-noise filter are the
+# launchers' (scripts/common.sh).
+source "$ROOT/scripts/common.sh"
+pick_python
 
 # fail MESSAGE [LOG]: print the message (and the end of the log) and exit 1.
 fail() {
@@ -26,12 +18,12 @@ fail() {
 
 # absolute_file PATH NAME / absolute_dir PATH NAME: the absolute path, or a clear error.
 absolute_file() {
-    [[ -f "$1" ]] || fail "$2 is not a file: $1"
-    echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+    require_file "$2" "$1" "a file exported by export.py"
+    absolute "$1"
 }
 absolute_dir() {
-    [[ -d "$1" ]] || fail "$2 is not a folder: $1"
-    (cd "$1" && pwd)
+    require_dir "$2" "$1" "an image folder with one sub-folder per class"
+    absolute "$1"
 }
 
 # mindir_image_size MINDIR: S of its B x 3 x S x S input.

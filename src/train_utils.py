@@ -97,10 +97,18 @@ def set_device(device_target):
                           f"{', '.join(available)}. Pass --device_target {available[0]}, or "
                           f"install the MindSpore build for {device_target}.")
     ms.set_context(mode=ms.GRAPH_MODE)
-    if device_target != "CPU" and os.environ.get("DEVICE_ID", "").isdigit():
-        ms.set_device(device_target, int(os.environ["DEVICE_ID"]))  # rank-table launch
-    else:
-        ms.set_device(device_target)
+    try:
+        if device_target != "CPU" and os.environ.get("DEVICE_ID", "").isdigit():
+            ms.set_device(device_target, int(os.environ["DEVICE_ID"]))  # rank-table launch
+        else:
+            ms.set_device(device_target)
+    except RuntimeError:
+        # The runtime already runs (an earlier call in this process, e.g. a
+        # caller that runs main() twice): fine on the same device, else an error.
+        if ms.get_context("device_target") != device_target:
+            raise ConfigError(f"this process already runs MindSpore on "
+                              f"{ms.get_context('device_target')}; start a new process for "
+                              f"--device_target {device_target}") from None
 
 
 def setup_logging(log_file=None, rank_id=0, rank_size=1):

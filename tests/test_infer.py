@@ -132,7 +132,8 @@ def test_infer_py_agrees_with_the_flow(cpu_flow, mindir, checkpoint, image_folde
     runs = {"mindir": (["--image_path", str(image_folder), "--mindir_path", mindir,
                         "--class_dir", str(image_folder)]),
             "checkpoint": (["--image_path", image, "--checkpoint_path", checkpoint,
-                            "--image_size", str(IMAGE_SIZE), "--labels", str(labels_file)])}
+                            "--image_size", str(IMAGE_SIZE), "--labels", str(labels_file),
+                            "--fuse_bn"])}  # BN folded: same top-5 within 1e-4
     for kind, flags in runs.items():
         predictions_file = tmp_path / f"{kind}.json"
         run(sys.executable, "infer.py", *flags, "--output_json", str(predictions_file))
@@ -164,7 +165,7 @@ def test_run_infer_310_checks_its_arguments(mindir, tmp_path):
     assert wrong.returncode == 2 and "MINDIR_PATH DATA_PATH" in wrong.stderr
     missing = subprocess.run(["bash", script, mindir, str(tmp_path / "nope")],
                              capture_output=True, text=True)
-    assert missing.returncode == 1 and "DATA_PATH is not a folder" in missing.stderr
+    assert missing.returncode == 2 and "DATA_PATH not found" in missing.stderr
     bad_device = subprocess.run(["bash", script, mindir, str(tmp_path), "gpu0"],
                                 capture_output=True, text=True)
     assert bad_device.returncode == 1 and "DEVICE_ID" in bad_device.stderr
