@@ -12,25 +12,10 @@ from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMulti
                              SpatialMean, count_kernel_layers, kernels_available, portable,
                              use_cpu_kernels)
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None,
-                                reason="no g++: the CPU kernels cannot be built here")
+pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
+                                 reason="no g++: the CPU kernels cannot be built here"),
+              pytest.mark.usefixtures("graph_mode")]
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def graph_mode():
-    """GRAPH_MODE, as eval.py runs the network (and where compiled graphs are cached)."""
-    import mindspore as ms
-    try:
-        # Before any kernel runs: later tests that set the device again
-        # (export.py's main) fail on a runtime initialised without it.
-        ms.set_device("CPU")
-    except RuntimeError:
-        pass  # an earlier test initialised the runtime already
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
 def tensor(*shape):

@@ -7,22 +7,7 @@ from reference import photo_spread, photos, port_logits, realistic_timm_model
 
 TOLERANCE = 1e-4  # times the largest |logit|
 SIZE = (160, 192)  # non-square, so a transposed kernel or padding would show
-
-
-@pytest.fixture(scope="module", autouse=True)
-def graph_mode():
-    """GRAPH_MODE, as eval.py runs the network (and where compiled graphs are cached)."""
-    import mindspore as ms
-    try:
-        # Before any kernel runs: later tests that set the device again
-        # (export.py's main) fail on a runtime initialised without it.
-        ms.set_device("CPU")
-    except RuntimeError:
-        pass  # an earlier test initialised the runtime already
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 
 def relative_diff(reference, actual):
