@@ -18,6 +18,7 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
 - ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
+- ``ChannelScale``: ``x * scale`` with a per-channel scale (SE);
 - ``GhostTail``: a BN-folded ghost module after its 1x1 conv (inference).
 
 Each cell runs its kernel when ``use_kernel`` is on and the input is float32,
@@ -56,6 +57,7 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "BatchNorm2d", "GateMultiply", "SpatialMean", "AvgPool2x2",
+           "ChannelScale",
            "GhostTail", "KernelSwitch", "use_cpu_kernels", "portable", "count_kernel_layers",
            "set_num_threads", "kernels_available", "kernel_library", "build_library",
            "forget_compiled_graphs", "KernelBuildError"]
@@ -346,6 +348,28 @@ class SpatialMean(KernelSwitch, nn.Cell):
         if self.use_kernel and x.dtype == mstype.float32:
             return self.kernel(x)
         return ops.mean(x, (2, 3), keep_dims=True)
+
+
+class ChannelScale(KernelSwitch, nn.Cell):
+    """``x * scale`` with scale of shape (N, C, 1, 1): the SE block's gate
+    (MindSpore's broadcasting Mul took ~10 ms per call at batch 32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.multiply = _custom(library, "ChannelScale", lambda x, s: x)
+        self.backward_scale = _custom(library, "ChannelScaleBack", lambda dy, x, s: s)
+        self.kernel = _custom(library, "ChannelScale", lambda x, s: x, self._bprop)
+
+    def _bprop(self, x, scale, out, dout):
+        return self.multiply(dout, scale), self.backward_scale(dout, x, scale)
+
+    def construct(self, x, scale):
+        if self.use_kernel and x.dtype == mstype.float32:
+            return self.kernel(x, scale)
+        return x * scale
 
 
 class AvgPool2x2(KernelSwitch, nn.Cell):

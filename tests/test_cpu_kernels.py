@@ -8,9 +8,9 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply, GhostTail,
-                             SpatialMean, count_kernel_layers, kernels_available, portable,
-                             use_cpu_kernels)
+from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
+                             GateMultiply, GhostTail, SpatialMean, count_kernel_layers,
+                             kernels_available, portable, use_cpu_kernels)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
                                  reason="no g++: the CPU kernels cannot be built here"),
@@ -100,6 +100,10 @@ def test_pooling(cell, shape):
     assert_same_as_mindspore(cell, [tensor(*shape)], forward_tol=1e-6)
 
 
+def test_channel_scale():
+    assert_same_as_mindspore(ChannelScale, [tensor(2, 5, 7, 9), tensor(2, 5, 1, 1)])
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_batchnorm_training(relu):
     """Batch statistics, running averages (MindSpore's rule: unbiased variance)
@@ -145,8 +149,8 @@ def test_network_with_kernels_and_portable():
     images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
     reference = net(images).asnumpy()
     use_cpu_kernels(net)
-    # depthwise convs, DFC gates and pools, means, BatchNorms
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122
+    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]

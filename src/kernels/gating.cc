@@ -11,6 +11,8 @@
 //   SpatialMeanBack(dy, x) -> dx  dx = dy / (H * W) everywhere
 //   AvgPool2x2(x) -> y            2x2 average, stride 2, floor (odd edge dropped)
 //   AvgPool2x2Back(dy, x) -> dx   dy / 4 over each 2x2 cell, 0 on a dropped edge
+//   ChannelScale(x, s) -> y       y = x * s, s (N, C, 1, 1) (the SE block's gate)
+//   ChannelScaleBack(dy, x, s) -> ds   ds = sum over H, W of dy * x
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -164,6 +166,41 @@ int avg_pool_2x2_back(void** params, int64_t** shapes) {
   return 0;
 }
 
+int channel_scale(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* scale = static_cast<const float*>(params[1]);
+  float* y = static_cast<float*>(params[2]);
+  const int64_t planes = shapes[0][0] * shapes[0][1], size = shapes[0][2] * shapes[0][3];
+  pool().parallel_for(planes, planes * size, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const float* xp = x + q * size;
+      float* yp = y + q * size;
+      const float s = scale[q];
+#pragma omp simd
+      for (int64_t t = 0; t < size; ++t) yp[t] = xp[t] * s;
+    }
+  });
+  return 0;
+}
+
+int channel_scale_back(void** params, int64_t** shapes) {
+  const float* dy = static_cast<const float*>(params[0]);
+  const float* x = static_cast<const float*>(params[1]);
+  float* ds = static_cast<float*>(params[3]);
+  const int64_t planes = shapes[1][0] * shapes[1][1], size = shapes[1][2] * shapes[1][3];
+  pool().parallel_for(planes, planes * size, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const float* dp = dy + q * size;
+      const float* xp = x + q * size;
+      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t t = 0; t < size; ++t) sum += dp[t] * xp[t];
+      ds[q] = sum;
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 #define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
@@ -175,4 +212,6 @@ int SpatialMean(AOT_ARGS) { return spatial_mean(params, shapes); }
 int SpatialMeanBack(AOT_ARGS) { return spatial_mean_back(params, shapes); }
 int AvgPool2x2(AOT_ARGS) { return avg_pool_2x2(params, shapes); }
 int AvgPool2x2Back(AOT_ARGS) { return avg_pool_2x2_back(params, shapes); }
+int ChannelScale(AOT_ARGS) { return channel_scale(params, shapes); }
+int ChannelScaleBack(AOT_ARGS) { return channel_scale_back(params, shapes); }
 }
