@@ -31,8 +31,8 @@ import math
 
 from mindspore import nn, ops
 
-from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, DepthwiseConv2d, GateMultiply, GhostTail,
-                             SpatialMean)
+from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
+                             GateMultiply, GhostTail, SpatialMean)
 
 __all__ = [
     "GhostNetV2",
@@ -199,11 +199,12 @@ class SqueezeExcite(nn.Cell):
         # exporter cannot export nn.HSigmoid ("Can not find key HSigmoid").
         self.gate = nn.ReLU6()
         self.spatial_mean = SpatialMean()
+        self.channel_scale = ChannelScale()
 
     def construct(self, x):
         scale = self.spatial_mean(x)
         scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
-        return x * (self.gate(scale + 3.0) / 6.0)
+        return self.channel_scale(x, self.gate(scale + 3.0) / 6.0)
 
 
 class GhostBottleneck(nn.Cell):
