@@ -111,17 +111,16 @@ class Classifier:
     def __init__(self, checkpoint_path=None, mindir_path=None, model=None, image_size=None,
                  fuse=False):
         import mindspore as ms
-        from mindspore import nn
         ms.set_context(mode=ms.GRAPH_MODE)
         if mindir_path:
-            from src.mindir_infer import mindir_io_shapes, square_image_size
+            from src.mindir_infer import load_mindir, mindir_io_shapes, square_image_size
             mindir_size = square_image_size(mindir_path)
             if image_size not in (None, mindir_size):
                 raise InferError(f"{mindir_path} takes {mindir_size}x{mindir_size} images, not "
                                  f"--image_size {image_size}; drop --image_size or re-export")
             shape, (_, self.num_classes) = mindir_io_shapes(mindir_path)
-            self.net, self.batch_size, self.image_size = nn.GraphCell(ms.load(mindir_path)), \
-                shape[0], mindir_size
+            self.net, self.batch_size, self.image_size = load_mindir(mindir_path), shape[0], \
+                mindir_size
             self.summary = f"loaded {mindir_path} (MINDIR, input {'x'.join(map(str, shape))})"
         else:
             from export import build_network

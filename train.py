@@ -177,6 +177,7 @@ class Trainer:
     # ---------------------------------------------------------- set-up
     def setup(self, resume_path):
         config = self.config
+        self.checkpoints.remove_partial_writes()
         workers = config.num_workers or None
         self.train_data, class_names = create_train_dataset(
             config.data_path, config.image_size, config.batch_size, workers, self.rank_id,

@@ -9,8 +9,9 @@ Sections (224x224 float32 unless said, every framework on --threads threads):
 - inference: latency at batch 1 and throughput at batch 32 of
     ms-cell       the port's Cell in GRAPH_MODE as eval.py runs it
                   (BatchNorm folded by src.fuse.fuse_bn, CPU kernels on);
-    ms-mindir     that network exported to MINDIR and run by nn.GraphCell;
-    ms-mindir-portable  export.py's MINDIR (standard operators only);
+    ms-mindir     that network exported by export.py --fuse_bn --cpu_kernels,
+                  run by nn.GraphCell (for MindSpore on this machine);
+    ms-mindir-portable  export.py --fuse_bn (standard operators only, runs anywhere);
     torch-eager   timm's model in PyTorch eager mode (torch.no_grad);
     ort-port      onnxruntime on this port's ONNX export (export.py);
     ort-timm      onnxruntime on timm's ONNX export (torch.onnx.export);
@@ -146,6 +147,7 @@ class MindSporeInference:
         from export import export_network
         from src.cpu_kernels import count_kernel_layers
         from src.fuse import fuse_bn
+        from src.mindir_infer import load_mindir
         from src.ghostnetv2 import create_model
         from src.weights import load_weights
         set_mindspore_threads(config["threads"])
@@ -157,16 +159,15 @@ class MindSporeInference:
         # A MINDIR keeps the batch size it was exported with: one file per batch.
         self.engines = {"ms-cell": {b: net for b in self.tensors},
                         "ms-mindir": {}, "ms-mindir-portable": {}}
-        for batch, example in self.tensors.items():
-            # As MindSpore writes the running network (kernels included: runs
-            # where the kernel library is) ...
-            path = os.path.join(config["tmp"], f"port_kernels_b{batch}")
-            ms.export(net, example, file_name=path, file_format="MINDIR")
-            self.engines["ms-mindir"][batch] = ms.nn.GraphCell(ms.load(path + ".mindir"))
-            # ... and as export.py writes it (standard operators only).
+        for batch in self.tensors:
+            # export.py --fuse_bn --cpu_kernels (runs where the kernel library is) ...
+            path = os.path.join(config["tmp"], f"port_kernels_b{batch}.mindir")
+            export_network(net, "MINDIR", path, batch, IMAGE_SIZE, IMAGE_SIZE, cpu_kernels=True)
+            self.engines["ms-mindir"][batch] = load_mindir(path)
+            # ... and export.py --fuse_bn (standard operators only, runs anywhere).
             path = os.path.join(config["tmp"], f"port_portable_b{batch}.mindir")
             export_network(net, "MINDIR", path, batch, IMAGE_SIZE, IMAGE_SIZE)
-            self.engines["ms-mindir-portable"][batch] = ms.nn.GraphCell(ms.load(path))
+            self.engines["ms-mindir-portable"][batch] = load_mindir(path)
         self.onnx_path = os.path.join(config["tmp"], "port.onnx")
         export_network(net, "ONNX", self.onnx_path, 2, IMAGE_SIZE, IMAGE_SIZE)
         assert count_kernel_layers(net) == self.kernel_layers  # portable() restored them
@@ -620,8 +621,8 @@ def run_data(args, tmp):
 
 ENGINE_LABELS = {
     "ms-cell": "this port, MindSpore Cell (eval.py: BN folded, CPU kernels)",
-    "ms-mindir": "this port, MINDIR with CPU kernels, nn.GraphCell",
-    "ms-mindir-portable": "this port, portable MINDIR (export.py), nn.GraphCell",
+    "ms-mindir": "this port, MINDIR (export.py --fuse_bn --cpu_kernels), nn.GraphCell",
+    "ms-mindir-portable": "this port, portable MINDIR (export.py --fuse_bn), nn.GraphCell",
     "torch-eager": "timm, PyTorch eager",
     "ort-port": "this port's ONNX (export.py), onnxruntime",
     "ort-timm": "timm's ONNX (torch.onnx.export), onnxruntime",

@@ -20,7 +20,7 @@ import shutil
 
 import numpy as np
 
-from .weights import atomic_write, save_checkpoint
+from .weights import atomic_write, partial_files, save_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -176,6 +176,15 @@ class CheckpointManager:
         if self.enabled and os.path.exists(stale):
             os.remove(stale)  # last.ckpt is newer now
         return written
+
+    def remove_partial_writes(self):
+        """Delete the hidden partial files of writes a killed run never finished."""
+        if not self.enabled:
+            return
+        for path in partial_files(self.output_dir):
+            os.remove(path)
+            _logger.warning("removed %s: a write that a killed run never finished (the complete "
+                            "files beside it are intact)", path)
 
     def prune(self):
         """Keep the newest keep_max numbered checkpoints."""

@@ -12,6 +12,7 @@ call padded with zeros, whose results are not written).
 import argparse
 import glob
 import os
+import re
 import sys
 import time
 
@@ -42,6 +43,31 @@ def mindir_io_shapes(path):
         raise MindirError(f"{path}: expected one input and one output, found {len(inputs)} "
                           f"and {len(outputs)} (export it with export.py)")
     return inputs[0], outputs[0]
+
+
+# A custom operator's function, as "/path/to/library.so:Function", in a MINDIR
+# that export.py --cpu_kernels wrote.
+_KERNEL_FUNCTION = re.compile(rb"(/[^\x00-\x1f:]+\.so):[A-Za-z_]\w*")
+
+
+def kernel_libraries(path):
+    """The custom-operator libraries a MINDIR names (none for export.py's default files)."""
+    with open(path, "rb") as f:
+        return sorted({m.group(1).decode() for m in _KERNEL_FUNCTION.finditer(f.read())})
+
+
+def load_mindir(path):
+    """An nn.GraphCell of the MINDIR, after checking that the CPU kernel library
+    it needs (if it was exported with --cpu_kernels) exists here."""
+    import mindspore as ms
+    from mindspore import nn
+    mindir_io_shapes(path)  # a readable MINDIR
+    missing = [lib for lib in kernel_libraries(path) if not os.path.isfile(lib)]
+    if missing:
+        raise MindirError(f"{path} was exported with --cpu_kernels and needs the kernel library "
+                          f"{missing[0]}, which is not on this machine. Export it again without "
+                          f"--cpu_kernels (runs anywhere), or with it on this machine")
+    return nn.GraphCell(ms.load(path))
 
 
 def square_image_size(path):
@@ -80,12 +106,11 @@ def run(mindir_path, dataset_path, result_path, device_target="CPU"):
     """Write one logits file per input; returns (number of inputs, mean ms per call after
     the first, ms of the first call)."""
     import mindspore as ms
-    from mindspore import nn
     input_shape, _ = mindir_io_shapes(mindir_path)
     files = input_files(dataset_path, input_shape)
     ms.set_device(device_target)
     ms.set_context(mode=ms.GRAPH_MODE)
-    net = nn.GraphCell(ms.load(mindir_path))
+    net = load_mindir(mindir_path)
     print(f"loaded {mindir_path} (input {'x'.join(map(str, input_shape))}); "
           f"{len(files)} inputs from {dataset_path}", flush=True)
     os.makedirs(result_path, exist_ok=True)

@@ -214,13 +214,19 @@ def load_weights(net, path, drop_classifier=False):
     return f"loaded {len(params)} tensors from {path} ({fmt}){note}"
 
 
+PARTIAL_MARK = ".partial-"  # in the names of files atomic_write has not finished
+
+
 def atomic_write(path, write_fn):
-    """Call write_fn(tmp_path) then rename over ``path``: a killed process never
-    leaves a half-written file under the final name."""
+    """Call write_fn(tmp_path), flush it to disk, then rename it over ``path``:
+    a process killed (or a machine that loses power) while writing never
+    leaves a half-written file under the final name, only a hidden
+    ``.<name>.partial-XXXX`` file that ``partial_files`` finds."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = ".ckpt" if path.endswith(".ckpt") else os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}{PARTIAL_MARK}", suffix=suffix,
+                               dir=directory)
     os.close(fd)
     try:
         write_fn(tmp)
@@ -228,10 +234,33 @@ def atomic_write(path, write_fn):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync(tmp)  # the data reaches the disk before the rename can
         os.replace(tmp, path)
+        _fsync(directory)  # and the rename itself
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def partial_files(directory):
+    """Files a killed atomic_write left in directory (never complete files)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                  if name.startswith(".") and PARTIAL_MARK in name)
 
 
 def save_checkpoint(params, path):

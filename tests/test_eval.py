@@ -79,18 +79,20 @@ def test_known_top1_top5_and_every_image_counted(known_case, capsys):
 
 
 def test_cli_with_safetensors_weights(known_case):
-    """The real command line, with PyTorch-named weights converted in memory and
-    BatchNorm folded (--fuse_bn): the same known results."""
+    """The real command line, with PyTorch-named weights converted in memory,
+    BatchNorm folded (--fuse_bn) and a batch size larger than the data set:
+    the same known results."""
     env = dict(os.environ, GLOG_v="3")
     proc = subprocess.run([sys.executable, "eval.py", "--device_target", "CPU",
                            "--data_path", str(known_case / "data"),
                            "--checkpoint_path", str(known_case / "known.safetensors"),
-                           "--image_size", "64", "--batch_size", "8", "--fuse_bn", "true"],
+                           "--image_size", "64", "--batch_size", "64", "--fuse_bn", "true"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     check(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert "broken.jpg" in proc.stdout + proc.stderr  # named in the warning
     assert "BatchNorm folded" in proc.stdout + proc.stderr
+    assert "batch_size 64 is larger than the 34 images: using 34" in proc.stdout + proc.stderr  # 33 + broken.jpg
 
 
 @pytest.mark.parametrize("args, message", [

@@ -5,6 +5,8 @@ statistics measured on photographs, logits of order 10 that differ between
 photographs) saved as the official PyTorch release file, so export.py also
 exercises the in-memory conversion and the model inference from the weights.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -67,7 +69,7 @@ def assert_close(reference, actual):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_mindir_matches_cell(weights, cell_logits, tmp_path, capsys, size):
     import mindspore as ms
-    from mindspore import nn
+    from src.mindir_infer import kernel_libraries, load_mindir
     status, out, err = run_export(capsys, "--checkpoint_path", weights,
                                   "--file_name", str(tmp_path / "net"),
                                   "--batch_size", str(EXPORT_BATCH),
@@ -75,7 +77,8 @@ def test_mindir_matches_cell(weights, cell_logits, tmp_path, capsys, size):
     assert status == 0, err
     path = tmp_path / "net.mindir"
     assert str(path) in out
-    graph = nn.GraphCell(ms.load(str(path)))
+    assert kernel_libraries(str(path)) == []  # standard operators only: runs anywhere
+    graph = load_mindir(str(path))
     images = photos(EXPORT_BATCH, size)
     assert_close(cell_logits(size)[:EXPORT_BATCH], graph(ms.Tensor(images)).asnumpy())
 
@@ -146,3 +149,39 @@ def test_export_is_portable_with_cpu_kernels_on(cell, cell_logits, tmp_path):
         assert_close(cell_logits(size), logits)
     finally:
         use_cpu_kernels(cell, False)
+
+
+def test_cpu_kernels_mindir(weights, cell_logits, tmp_path, capsys):
+    """--cpu_kernels: a MINDIR that runs the kernels (same logits), and a clear
+    error where its kernel library does not exist."""
+    import mindspore as ms
+    from src.cpu_kernels import kernels_available
+    from src.mindir_infer import MindirError, kernel_libraries, load_mindir
+    if not kernels_available():
+        pytest.skip("the CPU kernel library cannot be built here")
+    size = SIZES[0]
+    status, out, err = run_export(capsys, "--checkpoint_path", weights, "--cpu_kernels",
+                                  "--fuse_bn", "--file_name", str(tmp_path / "net"),
+                                  "--batch_size", str(EXPORT_BATCH))
+    assert status == 0, err
+    path = str(tmp_path / "net.mindir")
+    (library,) = kernel_libraries(path)
+    assert os.path.isfile(library) and library in out
+    logits = load_mindir(path)(ms.Tensor(photos(EXPORT_BATCH, size))).asnumpy()
+    assert_close(cell_logits(size)[:EXPORT_BATCH], logits)
+
+    # The same file on a machine without that library (its path renamed in place).
+    elsewhere = library[:-len("x.so")] + "y.so"
+    moved = tmp_path / "moved.mindir"
+    moved.write_bytes((tmp_path / "net.mindir").read_bytes().replace(library.encode(),
+                                                                    elsewhere.encode()))
+    with pytest.raises(MindirError, match="exported with --cpu_kernels .* not on this machine"):
+        load_mindir(str(moved))
+
+
+def test_cpu_kernels_is_mindir_only(weights, tmp_path, capsys):
+    status, _, err = run_export(capsys, "--checkpoint_path", weights, "--cpu_kernels",
+                                "--file_format", "ONNX", "--file_name", str(tmp_path / "net"))
+    assert status != 0
+    assert "--cpu_kernels writes a MINDIR" in err and "Drop --cpu_kernels" in err
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,8 @@ and restores exactly what was saved; plus the cheap failure paths."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -21,6 +23,7 @@ from src.train_utils import (DEVICE_TARGETS, available_device_targets, lr_schedu
                              parameters_by_name)
 from src.weights import read_weights, save_checkpoint
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
 EPOCHS = 3
 RECIPE = dict(model="ghostnetv2_100", num_classes=3, dropout=0.0, image_size=64, crop_pct=1.0,
@@ -138,6 +141,49 @@ def test_train_interrupt_resume_finish(tiny, capsys):
     assert ckpt.checkpoint_position(os.path.join(run_dir, "last.ckpt"))[0] == EPOCHS
     assert "param_digest=" in out
 
+
+
+def test_sigkill_mid_epoch_then_resume_auto(tiny, tmp_path, capsys):
+    """kill -9 (no handler runs, nothing is saved) in the middle of epoch 2;
+    --resume auto restarts epoch 2 from last.ckpt and ends after the same
+    number of epochs, the lr schedule where it would have been."""
+    run_dir = tmp_path / "killed"
+    steps = 12  # 24 images, batch 2: room to land the kill inside the epoch
+    args = argv(tiny, "--output_dir", str(run_dir), "--batch_size", "2", "--ema", "false",
+                "--val_data_path", "")
+    env = dict(os.environ, GLOG_v="3")
+    run = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = []
+    try:
+        for line in run.stdout:
+            log.append(line)
+            if f"epoch 2/{EPOCHS} step 2/{steps} " in line:
+                run.send_signal(signal.SIGKILL)
+                break
+        assert run.wait(60) == -signal.SIGKILL, "".join(log[-20:])
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.stdout.close()
+
+    assert ckpt.latest_checkpoint(str(run_dir)) == str(run_dir / "last.ckpt")
+    assert ckpt.checkpoint_position(str(run_dir / "last.ckpt")) == (1, steps), \
+        "the kill landed after epoch 2 ended: the test did not test a mid-epoch kill"
+    assert not os.path.exists(run_dir / "interrupted.ckpt")
+    assert [r["epoch"] for r in records(run_dir)] == [1]
+
+    assert train.main([*args, "--resume", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {run_dir / 'last.ckpt'}: 1 epochs done, continuing at epoch 2 step 0" \
+        in out
+    history = records(run_dir)
+    assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
+    lrs = lr_schedule(train.parse_config(args), steps)
+    for record in history:
+        assert record["global_step"] == record["epoch"] * steps
+        assert record["lr"] == pytest.approx(lrs[record["global_step"] - 1])
+    assert ckpt.checkpoint_position(str(run_dir / "last.ckpt")) == (EPOCHS, EPOCHS * steps)
 
 def test_nonfinite_loss_stops_without_saving(tiny, tmp_path, capsys):
     config = train.parse_config(argv(tiny, "--output_dir", str(tmp_path / "nan"),
