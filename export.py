@@ -65,7 +65,7 @@ def parse_args(argv=None):
                              "equal the checkpoint's up to float32 rounding")
     parser.add_argument("--cpu_kernels", action="store_true",
                         help="MINDIR for MindSpore on this CPU machine: keeps the custom CPU "
-                             "kernels (about 3x faster there, with --fuse_bn), but runs only "
+                             "kernels (2-4x faster there, with --fuse_bn), but runs only "
                              "where their library exists (~/.cache/ghostnetv2_kernels); not for "
                              "Ascend, MindSpore Lite or another machine")
     parser.add_argument("--image_height", type=int, default=224)

@@ -197,6 +197,21 @@ def test_nonfinite_loss_stops_without_saving(tiny, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "nan" / "last.ckpt")
 
 
+
+def test_overflow_steps_skipped_only_with_dynamic_loss_scale(tiny, tmp_path):
+    """With dynamic loss scaling (Ascend / GPU) MindSpore skips an overflowing
+    step, so a non-finite loss stops the run only after many in a row; without
+    it (the CPU) the first one stops the run."""
+    config = train.parse_config(argv(tiny, "--output_dir", str(tmp_path), "--loss_scale_type",
+                                     "dynamic", "--loss_scale", "1024"))
+    trainer = train.Trainer(config, 0, 1)
+    assert trainer.nonfinite_is_fatal(1)
+    config.device_target = "Ascend"
+    assert not trainer.nonfinite_is_fatal(train.MAX_NONFINITE_WITH_LOSS_SCALE)
+    assert trainer.nonfinite_is_fatal(train.MAX_NONFINITE_WITH_LOSS_SCALE + 1)
+    config.loss_scale_type = "fixed"
+    assert trainer.nonfinite_is_fatal(1)
+
 def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog):
     source = create_model("ghostnetv2_100", num_classes=10)
     params = {p.name: p.asnumpy() for p in source.get_parameters()}
