@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common.h"
 #include "thread_pool.h"
 
 namespace {
@@ -178,8 +179,6 @@ int batchnorm_infer(void** params, int64_t** shapes) {
 }
 
 }  // namespace
-
-#define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
 
 extern "C" {
 int BatchNormTrain(AOT_ARGS) { return batchnorm_train<false>(params, shapes); }

@@ -3,7 +3,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
+
+// The signature MindSpore calls an AOT custom CPU operator with:
+// (nparam, params, ndims, shapes, dtypes, stream, extra); the kernels use
+// params (inputs, then outputs) and shapes.
+#define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
 
 namespace ghost {
 

@@ -433,8 +433,6 @@ int ghost_tail(void** params, int64_t** shapes) {
 
 }  // namespace
 
-#define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
-
 extern "C" {
 int DwConvS1(AOT_ARGS) { return forward<1, false, false>(params, shapes); }
 int DwConvS2(AOT_ARGS) { return forward<2, false, false>(params, shapes); }

@@ -14,9 +14,7 @@
 //   ChannelScale(x, s) -> y       y = x * s, s (N, C, 1, 1) (the SE block's gate)
 //   ChannelScaleBack(dy, x, s) -> ds   ds = sum over H, W of dy * x
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "common.h"
@@ -202,8 +200,6 @@ int channel_scale_back(void** params, int64_t** shapes) {
 }
 
 }  // namespace
-
-#define AOT_ARGS int, void **params, int *, int64_t **shapes, const char **, void *, void *
 
 extern "C" {
 int GateMul(AOT_ARGS) { return gate_mul(params, shapes); }

@@ -30,7 +30,10 @@ class ThreadPool {
   void resize(int threads) {
     std::lock_guard<std::mutex> guard(run_mutex_);
     stop_workers();
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    // A new worker starts at the current generation: it must not take the
+    // last (finished) parallel_for for new work.
+    for (int i = 1; i < threads; ++i)
+      workers_.emplace_back([this, start = generation_] { worker_loop(start); });
   }
 
   // body(begin, end) over [0, n) in chunks, on the calling thread and the
@@ -70,8 +73,7 @@ class ThreadPool {
     }
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
