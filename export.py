@@ -17,7 +17,6 @@ get a dynamic batch dimension named 'batch' (input 'image', output 'logits');
 batch_size only sets the batch the graph is traced with.
 """
 import argparse
-import contextlib
 import os
 import shutil
 import sys
@@ -103,6 +102,11 @@ def check_backend(file_format, device_target, cpu_kernels=False):
         set_device(device_target)
     except ConfigError as err:
         raise ExportError(str(err)) from None
+    if cpu_kernels:
+        from src.cpu_kernels import kernel_library
+        if kernel_library() is None:
+            raise ExportError("--cpu_kernels: the CPU kernel library cannot be built here (the "
+                              "warning above says why); export without --cpu_kernels")
 
 
 def build_network(checkpoint_path, model=None, num_classes=None, fuse=False):
@@ -208,9 +212,9 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
     that names the kernel library by its path on this machine.
     """
     import mindspore as ms
-    from src.cpu_kernels import portable
+    from src.cpu_kernels import portable, with_kernels
     inputs = ms.Tensor(np.zeros((batch_size, 3, height, width), np.float32))
-    operators = kernel_operators(net) if cpu_kernels else portable(net, file_format)
+    operators = with_kernels(net) if cpu_kernels else portable(net, file_format)
     with operators, tempfile.TemporaryDirectory(prefix="ghostnetv2_export_") as scratch:
         exported = os.path.join(scratch, "net" + FORMATS[file_format])
         try:
@@ -228,22 +232,6 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
         if not os.path.isfile(exported):
             raise ExportError(f"MindSpore wrote no {file_format} file (expected {exported})")
         atomic_write(path, lambda tmp: shutil.copyfile(exported, tmp))
-
-
-@contextlib.contextmanager
-def kernel_operators(net):
-    """The network on the custom CPU kernels (an error where they cannot run)."""
-    from src.cpu_kernels import count_kernel_layers, kernel_library, use_cpu_kernels
-    if kernel_library() is None:
-        raise ExportError("--cpu_kernels: the CPU kernel library cannot be built here (the "
-                          "warning above says why); export without --cpu_kernels")
-    before = count_kernel_layers(net)
-    use_cpu_kernels(net, True)
-    try:
-        yield net
-    finally:
-        if not before:
-            use_cpu_kernels(net, False)
 
 
 def main(argv=None):

@@ -33,7 +33,9 @@ On by default for networks built while the device target is CPU
 
 MindSpore's ONNX and AIR exporters cannot write a custom operator, and a
 MINDIR holding one runs only where the same library exists: export under
-``with portable(net): ...`` (export.py does) for files of standard operators.
+``with portable(net, file_format): ...`` (export.py does) for files of
+standard operators, under ``with with_kernels(net): ...`` (export.py
+--cpu_kernels) for a MINDIR that keeps the kernels.
 
 The library is compiled once per machine with g++ into
 ``$GHOSTNETV2_KERNEL_DIR`` (default ``~/.cache/ghostnetv2_kernels``); without
@@ -56,11 +58,11 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "BatchNorm2d", "GateMultiply", "SpatialMean", "AvgPool2x2",
-           "ChannelScale",
-           "GhostTail", "KernelSwitch", "use_cpu_kernels", "portable", "count_kernel_layers",
-           "set_num_threads", "kernels_available", "kernel_library", "build_library",
-           "forget_compiled_graphs", "KernelBuildError"]
+__all__ = ["DepthwiseConv2d", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+           "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
+           "portable", "with_kernels", "count_kernel_layers", "set_num_threads",
+           "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
+           "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,27 +309,45 @@ def upsample_multiply(out, gate, export_form):
     return out * ops.gather(ops.gather(gate, rows, 2), cols, 3)
 
 
-class GateMultiply(KernelSwitch, nn.Cell):
+class BroadcastMultiply(KernelSwitch, nn.Cell):
+    """``x * broadcast(g)`` on a kernel pair: ``FORWARD(x, g)`` and
+    ``BACKWARD_G(dy, x, g)`` (the gradient of g). The gradient of x is the same
+    broadcast multiply, ``FORWARD(dy, g)``. Subclasses name the kernels and
+    give the MindSpore formulation (``fallback``)."""
+    FORWARD = BACKWARD_G = None
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.multiply = _custom(library, self.FORWARD, lambda x, g: x)
+        self.backward_g = _custom(library, self.BACKWARD_G, lambda dy, x, g: g)
+        self.kernel = _custom(library, self.FORWARD, lambda x, g: x, self._bprop)
+
+    def _bprop(self, x, g, out, dout):
+        return self.multiply(dout, g), self.backward_g(dout, x, g)
+
+    def construct(self, x, g):
+        if self.use_kernel and x.dtype == mstype.float32:
+            return self.kernel(x, g)
+        return self.fallback(x, g)
+
+    def fallback(self, x, g):
+        raise NotImplementedError
+
+
+class GateMultiply(BroadcastMultiply):
     """``out * nearest_upsample(gate, out's H x W)`` with PyTorch's legacy
     nearest indices (the DFC attention gate of GhostNetV2)."""
+    FORWARD, BACKWARD_G = "GateMul", "GateMulBackGate"
 
     def __init__(self):
         super().__init__()
         self.export_form = False  # set by portable()
-        self.set_kernel(enabled_by_default())
 
-    def make_kernels(self, library):
-        self.multiply = _custom(library, "GateMul", lambda x, g: x)
-        self.backward_gate = _custom(library, "GateMulBackGate", lambda dy, x, g: g)
-        self.kernel = _custom(library, "GateMul", lambda x, g: x, self._bprop)
-
-    def _bprop(self, out, gate, result, dresult):
-        return self.multiply(dresult, gate), self.backward_gate(dresult, out, gate)
-
-    def construct(self, out, gate):
-        if self.use_kernel and out.dtype == mstype.float32:
-            return self.kernel(out, gate)
-        return upsample_multiply(out, gate, self.export_form)
+    def fallback(self, x, g):
+        return upsample_multiply(x, g, self.export_form)
 
 
 class SpatialMean(KernelSwitch, nn.Cell):
@@ -350,26 +370,13 @@ class SpatialMean(KernelSwitch, nn.Cell):
         return ops.mean(x, (2, 3), keep_dims=True)
 
 
-class ChannelScale(KernelSwitch, nn.Cell):
+class ChannelScale(BroadcastMultiply):
     """``x * scale`` with scale of shape (N, C, 1, 1): the SE block's gate
     (MindSpore's broadcasting Mul took ~10 ms per call at batch 32)."""
+    FORWARD, BACKWARD_G = "ChannelScale", "ChannelScaleBack"
 
-    def __init__(self):
-        super().__init__()
-        self.set_kernel(enabled_by_default())
-
-    def make_kernels(self, library):
-        self.multiply = _custom(library, "ChannelScale", lambda x, s: x)
-        self.backward_scale = _custom(library, "ChannelScaleBack", lambda dy, x, s: s)
-        self.kernel = _custom(library, "ChannelScale", lambda x, s: x, self._bprop)
-
-    def _bprop(self, x, scale, out, dout):
-        return self.multiply(dout, scale), self.backward_scale(dout, x, scale)
-
-    def construct(self, x, scale):
-        if self.use_kernel and x.dtype == mstype.float32:
-            return self.kernel(x, scale)
-        return x * scale
+    def fallback(self, x, g):
+        return x * g
 
 
 class AvgPool2x2(KernelSwitch, nn.Cell):
@@ -502,10 +509,10 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
 
 
 def use_cpu_kernels(net, enabled=True):
-    """Switch every kernel-backed cell of ``net`` (DepthwiseConv2d, GateMultiply,
-    SpatialMean, AvgPool2x2) to the custom kernels (where available) or back
-    to MindSpore's operators. Returns net; the next call
-    recompiles. ``count_kernel_layers(net)`` tells how many layers use them."""
+    """Switch every kernel-backed cell of ``net`` (the KernelSwitch cells) to the
+    custom kernels (where available) or back to MindSpore's operators. Returns
+    net; the next call recompiles. ``count_kernel_layers(net)`` tells how many
+    layers use them."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, KernelSwitch):
             cell.set_kernel(enabled)
@@ -519,24 +526,34 @@ def count_kernel_layers(net):
                for _, cell in net.cells_and_names())
 
 
-@contextlib.contextmanager
 def portable(net, file_format=None):
     """``with portable(net, file_format): ...`` runs the block with MindSpore's
     standard operators (for ONNX / AIR / portable MINDIR export), then
     restores the network. For ONNX (or an unknown format) the DFC upsample is
     ResizeNearestNeighbor (ONNX Resize, fast in onnxruntime); for MINDIR and
     AIR the gathers MindSpore runs faster."""
+    return _kernels_switched(net, False, export_form=file_format not in ("MINDIR", "AIR"))
+
+
+def with_kernels(net):
+    """``with with_kernels(net): ...`` runs the block with the custom kernels
+    wherever a cell supports them (export.py --cpu_kernels), then restores
+    the network."""
+    return _kernels_switched(net, True)
+
+
+@contextlib.contextmanager
+def _kernels_switched(net, enabled, export_form=False):
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, KernelSwitch)]
-    enabled = [cell.use_kernel for cell in cells]
-    use_cpu_kernels(net, False)
-    export_form = file_format not in ("MINDIR", "AIR")
+    saved = [cell.use_kernel for cell in cells]
+    use_cpu_kernels(net, enabled)
     for cell in cells:
         if hasattr(cell, "export_form"):
             cell.export_form = export_form
     try:
         yield net
     finally:
-        for cell, use_kernel in zip(cells, enabled):
+        for cell, use_kernel in zip(cells, saved):
             if hasattr(cell, "export_form"):
                 cell.export_form = False
             cell.set_kernel(use_kernel)

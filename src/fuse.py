@@ -9,10 +9,11 @@ BN is the per-channel affine map ``y = (x - mean) * gamma / sqrt(var + eps)
 with ``s = gamma / sqrt(var + eps)``. The convolution keeps its parameter
 name, stride, padding and pad_mode (so MINDIR and ONNX export stay correct)
 and gains a bias; the BatchNorm becomes an ``nn.Identity`` (same indices, so
-``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). A ReLU right
-after a folded depthwise convolution is applied inside it (src/cpu_kernels.py)
-and also becomes an ``nn.Identity``; a ghost module then computes everything
-after its primary 1x1 convolution in one kernel (``GhostModule.fuse_tail``).
+``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). A BatchNorm
+that applied ReLU (``cpu_kernels.BatchNorm2d(relu=True)``) leaves it to a
+depthwise convolution's kernel, or to an ``nn.ReLU`` in its place; a ghost
+module then computes everything after its primary 1x1 convolution in one
+kernel (``GhostModule.fuse_tail``).
 Logits are those of the unfused network up to float32 rounding.
 
 Folding is for evaluation, export and inference only: a fused network has
@@ -79,11 +80,6 @@ def _fuse_sequential(seq):
     for i in range(len(cells) - 1):
         if isinstance(cells[i], nn.Conv2d) and isinstance(cells[i + 1], nn.BatchNorm2d):
             seq[i + 1] = _fold(cells[i], cells[i + 1])
-            # A separate ReLU after a folded depthwise conv: the kernel applies it.
-            if (i + 2 < len(cells) and isinstance(cells[i + 2], nn.ReLU)
-                    and isinstance(cells[i], DepthwiseConv2d)):
-                cells[i].fuse_relu()
-                seq[i + 2] = nn.Identity()
 
 
 def _fuse_attribute_pairs(cell):

@@ -16,13 +16,12 @@ MindSpore on the CPU executes them much faster:
   concat really has more than ``oup`` channels (never at the paper's widths:
   make_divisible keeps every channel count a multiple of 4);
 - the DFC gate's nearest upsample and multiply is one cell (GateMultiply):
-  by exactly 2x a broadcast multiply on a reshaped view, bit-identical to
-  ``interpolate(mode='nearest')``; any other ratio (odd feature sizes) uses
-  ResizeNearestNeighbor with the legacy ``floor(i * in / out)`` index that
-  PyTorch uses.
+  without the CPU kernels two gathers with the legacy ``floor(i * in / out)``
+  indices PyTorch uses (``i // 2`` for exactly 2x), bit-identical to
+  ``interpolate(mode='nearest')``; in ONNX exports ResizeNearestNeighbor.
 
-Depthwise convolutions, the DFC gate, its 2x2 pooling, the global means and
-BatchNorm's training mode are cells of src/cpu_kernels.py: on the CPU they
+Depthwise convolutions, the DFC gate, its 2x2 pooling, the global means, the
+SE multiply and BatchNorm are cells of src/cpu_kernels.py: on the CPU they
 run custom kernels computing the same (float32 rounding aside), several times
 faster than MindSpore's CPU operators; elsewhere, in exports, or with
 ``use_cpu_kernels(net, False)``, MindSpore's operators.
