@@ -25,7 +25,7 @@ import sys
 import time
 
 from src.dataset import DatasetError, create_eval_dataset, scan_image_folder
-from src.weights import atomic_write
+from src.weights import write_text_atomic
 
 IMAGES_DIR = "images"
 LABEL_FILE = "labels.json"
@@ -75,8 +75,7 @@ def write_inputs(data_path, output_path, image_size, crop_pct=0.875, num_workers
         "crop_pct": crop_pct,
         "skipped": [os.path.relpath(p, data_path) for p in dataset.bad_images.paths],
     }
-    atomic_write(os.path.join(output_path, LABEL_FILE),
-                 lambda tmp: _write_json(record, tmp))
+    write_text_atomic(os.path.join(output_path, LABEL_FILE), json.dumps(record, indent=1))
     return record
 
 
@@ -89,11 +88,6 @@ def source_names(data_path, labels, skipped):
         raise RuntimeError("the eval dataset's order differs from the sorted image folder; "
                            "cannot name the source of each input")
     return {name: os.path.relpath(path, data_path) for (name, _), (path, _) in zip(labels, samples)}
-
-
-def _write_json(record, path):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
 
 
 def main(argv=None):

@@ -32,13 +32,14 @@ from src.distributed import (all_reduce_sum, init_distributed, launched_distribu
                              param_digest)
 from src.evaluation import evaluate  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
-from src.metrics_log import MetricsLog, best_value, plot_metrics, write_text_atomic  # noqa: E402
+from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
 from src.model_utils.config import config_to_yaml, get_config  # noqa: E402
 from src.train_utils import (ConfigError, augment_args, check_image_size,  # noqa: E402
                              check_train_config, copy_weights, create_eval_network,
                              create_optimizer, create_train_step, effective_amp_level, lr_schedule,
                              set_device, set_global_step, set_seed, setup_logging)
-from src.weights import WeightsError, classifier_classes, load_weights, read_weights  # noqa: E402
+from src.weights import (WeightsError, classifier_classes, load_weights, read_weights,  # noqa: E402
+                         write_text_atomic)
 
 _logger = logging.getLogger("train")
 

@@ -3,16 +3,9 @@ import json
 import logging
 import os
 
-from .weights import atomic_write
+from .weights import atomic_write, write_text_atomic
 
 _logger = logging.getLogger(__name__)
-
-
-def write_text_atomic(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 class MetricsLog:

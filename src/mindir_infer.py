@@ -57,11 +57,11 @@ def kernel_libraries(path):
 
 
 def load_mindir(path):
-    """An nn.GraphCell of the MINDIR, after checking that the CPU kernel library
-    it needs (if it was exported with --cpu_kernels) exists here."""
+    """An nn.GraphCell of the MINDIR (callers have read its shapes with
+    mindir_io_shapes, which checks that it is one), after checking that the
+    CPU kernel library it needs (if exported with --cpu_kernels) exists here."""
     import mindspore as ms
     from mindspore import nn
-    mindir_io_shapes(path)  # a readable MINDIR
     missing = [lib for lib in kernel_libraries(path) if not os.path.isfile(lib)]
     if missing:
         raise MindirError(f"{path} was exported with --cpu_kernels and needs the kernel library "

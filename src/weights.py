@@ -242,6 +242,14 @@ def atomic_write(path, write_fn):
             os.remove(tmp)
 
 
+def write_text_atomic(path, text):
+    """atomic_write of a text file (UTF-8)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
 def _fsync(path):
     try:
         fd = os.open(path, os.O_RDONLY)
