@@ -144,16 +144,11 @@ class MindSporeInference:
 
     def __init__(self, config):
         import mindspore as ms
-        from export import export_network
+        from export import build_network, export_network
         from src.cpu_kernels import count_kernel_layers
-        from src.fuse import fuse_bn
         from src.mindir_infer import load_mindir
-        from src.ghostnetv2 import create_model
-        from src.weights import load_weights
         set_mindspore_threads(config["threads"])
-        net = create_model(config["model"])
-        self.summary = load_weights(net, config["weights"])
-        net = fuse_bn(net)
+        net, _, _ = build_network(config["weights"], config["model"], fuse=True)
         self.kernel_layers = count_kernel_layers(net)
         self.tensors = {b: ms.Tensor(inputs(b)) for b in (LATENCY_BATCH, THROUGHPUT_BATCH)}
         # A MINDIR keeps the batch size it was exported with: one file per batch.
@@ -175,9 +170,6 @@ class MindSporeInference:
     def callable(self, engine, batch):
         cell, x = self.engines[engine][batch], self.tensors[batch]
         return lambda: cell(x).asnumpy()
-
-    def logits(self, engine):
-        return self.callable(engine, LATENCY_BATCH)()
 
 
 class TorchInference:
@@ -206,9 +198,6 @@ class TorchInference:
                 return self.model(x).numpy()
         return run
 
-    def logits(self, engine):
-        return self.callable(engine, LATENCY_BATCH)()
-
 
 class OnnxRuntimeInference:
     def __init__(self, config):
@@ -231,11 +220,8 @@ class OnnxRuntimeInference:
         feed = {session.get_inputs()[0].name: self.arrays[batch]}
         return lambda: session.run(None, feed)[0]
 
-    def logits(self, engine):
-        return self.callable(engine, LATENCY_BATCH)()
 
-
-def train_config(case, threads):
+def train_config(case):
     """The digits recipe's optimisation (momentum SGD) at this case's size and batch."""
     from src.model_utils.config import get_config
     name, size, batch, classes = case
@@ -256,7 +242,7 @@ class MindSporeTraining:
         from src.train_utils import create_optimizer, create_train_step
         set_mindspore_threads(config["threads"])
         case = TRAIN_CASES[config["case"]]
-        recipe = train_config(case, config["threads"])
+        recipe = train_config(case)
         net = create_model(config["model"], num_classes=case[3], dropout=recipe.dropout)
         optimizer = create_optimizer(net, recipe, [recipe.lr] * 1000)
         self.step = create_train_step(net, recipe, optimizer)
@@ -278,7 +264,7 @@ class TorchTraining:
         import torch
         torch.set_num_threads(config["threads"])
         case = TRAIN_CASES[config["case"]]
-        recipe = train_config(case, config["threads"])
+        recipe = train_config(case)
         self.torch = torch
         self.model = timm.create_model(config["model"], num_classes=case[3],
                                        drop_rate=recipe.dropout).train()
@@ -312,8 +298,8 @@ def worker_main(kind, config_json):
     except Exception as err:  # report setup failures to the coordinator, then exit
         reply({"error": f"{kind} worker setup failed: {type(err).__name__}: {err}"})
         raise
-    setup = {"ready": True, "peak_rss_mb": peak_rss_mb()}
-    for attr in ("onnx_path", "kernel_layers", "summary", "rss_before"):
+    setup = {}
+    for attr in ("onnx_path", "kernel_layers", "rss_before"):
         if hasattr(worker, attr):
             setup[attr] = getattr(worker, attr)
     reply(setup)
@@ -322,14 +308,14 @@ def worker_main(kind, config_json):
         if command["cmd"] == "quit":
             break
         if command["cmd"] == "logits":
-            reply({"logits": np.asarray(worker.logits(command["engine"])).tolist()})
+            logits = worker.callable(command["engine"], LATENCY_BATCH)()
+            reply({"logits": np.asarray(logits).tolist()})
         elif command["cmd"] == "infer":
             run = worker.callable(command["engine"], command["batch"])
             reply({"times": timed_calls(run, command["calls"])})
         elif command["cmd"] == "train":
-            losses = []
-            times = timed_calls(lambda: losses.append(worker.run()), command["steps"])
-            reply({"times": times, "loss": losses[-1], "peak_rss_mb": peak_rss_mb()})
+            times = timed_calls(worker.run, command["steps"])
+            reply({"times": times, "peak_rss_mb": peak_rss_mb()})
 
 
 # ================================================================= coordinator
@@ -341,8 +327,11 @@ class Worker:
         self.kind = kind
         command = [sys.executable, os.path.abspath(__file__), "--worker", kind,
                    "--config", json.dumps(config)]
+        # stderr goes to a file: a pipe read only after a failure would fill up
+        # (warnings, logs) and block the worker.
+        self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                        stderr=self.stderr, text=True, cwd=ROOT)
         self.setup = self._read()
 
     def _read(self):
@@ -357,10 +346,11 @@ class Worker:
 
     def _stderr_tail(self):
         try:
-            _, err = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            return "(no stderr)"
-        lines = [l for l in (err or "").splitlines() if "NoneType" not in l]
+            pass
+        self.stderr.seek(0)
+        lines = [l for l in self.stderr.read().splitlines() if "NoneType" not in l]
         return "\n".join(lines[-25:])
 
     def ask(self, **command):
@@ -376,6 +366,7 @@ class Worker:
                 self.process.wait(timeout=60)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.process.kill()
+        self.stderr.close()
 
 
 def log(message):
@@ -510,7 +501,7 @@ def run_training(args, tmp):
             workers["torch-train"] = Worker("torch-train", base)
             engines = list(workers)
             for engine in engines:  # warm-up: compile, allocate
-                workers[engine].ask(cmd="train", steps=1 if args.quick else 2)
+                workers[engine].ask(cmd="train", steps=steps)
             log(f"training {name}: {args.runs} rounds x {steps} steps")
             last = {}
 
@@ -529,8 +520,7 @@ def run_training(args, tmp):
             rows[engine] = {"ips": float(np.median(per_round)), "ips_min": min(per_round),
                             "ips_max": max(per_round),
                             "peak_rss_mb": last[engine]["peak_rss_mb"],
-                            "rss_before_mb": workers[engine].setup.get("rss_before"),
-                            "loss": last[engine]["loss"]}
+                            "rss_before_mb": workers[engine].setup.get("rss_before")}
         results.append({"case": name, "rows": rows})
     return results
 
