@@ -192,3 +192,22 @@ report_failure() {
         echo "$SCRIPT_NAME: all logs of this run: $RUN_DIR"
     } >&2
 }
+
+# run_logged LOG WHAT CMD...: runs CMD, its output shown and appended to LOG
+# (tee -i: Ctrl+C reaches CMD, which may save and stop, and tee stays to write
+# those last lines); then says how it ended, naming the log. The launcher's
+# own lines go to stderr, so standard output is CMD's alone. Returns CMD's
+# exit status.
+run_logged() {
+    local log="$1" what="$2" start=$SECONDS status
+    shift 2
+    echo "$SCRIPT_NAME: $*" | tee -a "$log" >&2
+    "$@" 2>&1 | tee -i -a "$log"
+    status=${PIPESTATUS[0]}
+    if ((status == 0)); then
+        echo "$SCRIPT_NAME: done in $((SECONDS - start)) s; log $log" >&2
+    else
+        report_failure "$what exited with status $status after $((SECONDS - start)) s" "$log"
+    fi
+    return "$status"
+}

@@ -50,16 +50,6 @@ export DEVICE_ID="${DEVICE_ID:-0}"
 require_number DEVICE_ID 0
 
 pick_python
-START=$SECONDS
 make_run_folder eval >&2
-LOG="$RUN_DIR/eval.log"
-echo "$SCRIPT_NAME: $PYTHON ${EVAL_ARGS[*]}" >> "$LOG"
-"$PYTHON" "${EVAL_ARGS[@]}" 2>&1 | tee -i -a "$LOG"
-status=${PIPESTATUS[0]}
-# Launcher messages go to stderr: standard output ends with eval.py's JSON line.
-if ((status == 0)); then
-    echo "$SCRIPT_NAME: done in $((SECONDS - START)) s; log $LOG" >&2
-else
-    report_failure "eval.py exited with status $status after $((SECONDS - START)) s" "$LOG"
-fi
-exit "$status"
+# Standard output ends with eval.py's JSON line (launcher messages: stderr).
+run_logged "$RUN_DIR/eval.log" eval.py "$PYTHON" "${EVAL_ARGS[@]}"

@@ -46,17 +46,5 @@ export DEVICE_ID="${DEVICE_ID:-0}"
 require_number DEVICE_ID 0
 
 pick_python
-START=$SECONDS
 make_run_folder standalone
-LOG="$RUN_DIR/train.log"
-echo "$SCRIPT_NAME: $PYTHON ${TRAIN_ARGS[*]}" | tee "$LOG"
-# tee -i: Ctrl+C reaches train.py, which saves a checkpoint and stops; tee
-# stays to write those last lines.
-"$PYTHON" "${TRAIN_ARGS[@]}" 2>&1 | tee -i -a "$LOG"
-status=${PIPESTATUS[0]}
-if ((status == 0)); then
-    echo "$SCRIPT_NAME: done in $((SECONDS - START)) s; log $LOG"
-else
-    report_failure "train.py exited with status $status after $((SECONDS - START)) s" "$LOG"
-fi
-exit "$status"
+run_logged "$RUN_DIR/train.log" train.py "$PYTHON" "${TRAIN_ARGS[@]}"
