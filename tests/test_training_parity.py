@@ -204,6 +204,32 @@ def outside(results):
     return {key: value for key, value in worst(results).items() if value > TOLERANCE[key]}
 
 
+def test_whole_schedule_equals_timms():
+    """All 450 epochs of the 1.0x recipe, lr noise included, against timm's
+    StepLRScheduler as the official train.py steps it (once per epoch)."""
+    import torch
+    from timm.scheduler import StepLRScheduler
+    from src.train_utils import lr_schedule
+    config = recipe_without_overrides("ghostnetv2_100")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = StepLRScheduler(
+        optimizer, decay_t=config.decay_epochs, decay_rate=config.decay_rate,
+        warmup_t=config.warmup_epochs, warmup_lr_init=config.warmup_lr, warmup_prefix=False,
+        noise_range_t=[0.42 * 450, 0.9 * 450], noise_pct=0.67, noise_std=1.0, noise_seed=42)
+    expected = []
+    for epoch in range(config.epoch_size):
+        if epoch:
+            scheduler.step(epoch)
+        expected += [optimizer.param_groups[0]["lr"]] * 3
+    assert lr_schedule(config, steps_per_epoch=3) == expected
+
+
+def recipe_without_overrides(name):
+    import train
+    return train.parse_config(["--config_path", f"config/{name}_imagenet.yaml",
+                               "--data_path", "unused"])
+
+
 @pytest.fixture(scope="module", params=WIDTHS)
 def runs(request, tmp_path_factory, graph_mode):
     name = request.param
