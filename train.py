@@ -52,8 +52,9 @@ TRAIN_DEFAULTS = dict(
     batch_size=128, epoch_size=100, optimizer="momentum", lr=0.1, momentum=0.9,
     rmsprop_decay=0.9, eps=0.001, weight_decay=1e-5, weight_decay_filter="norm_and_bias",
     label_smoothing=0.1, lr_scheduler="cosine_decay", decay_epochs=2.4, decay_rate=0.973,
-    min_lr=1e-5, warmup_epochs=0, warmup_lr=1e-6, ema=False, ema_decay=0.9999, amp_level="O0",
-    loss_scale_type="fixed", loss_scale=1.0, device_target="CPU", output_dir="./outputs/run",
+    min_lr=1e-5, warmup_epochs=0, warmup_lr=1e-6, lr_noise=[], lr_noise_pct=0.67,
+    lr_noise_std=1.0, lr_noise_seed=42, ema=False, ema_decay=0.9999, ema_warmup=False,
+    amp_level="O0", cpu_amp=False, loss_scale_type="fixed", loss_scale=1.0, device_target="CPU", output_dir="./outputs/run",
     save_every=1, keep_checkpoint_max=10, val_interval=1, resume="", seed=1, log_interval=20)
 # With dynamic loss scaling an overflowing step is skipped (weights unchanged);
 # this many non-finite losses in a row still stop the run.
@@ -260,6 +261,7 @@ class Trainer:
         for epoch in range(self.start_epoch, config.epoch_size):
             epoch_start = time.time()
             first = self.start_step if epoch == self.start_epoch else 0
+            self.log_epoch_start(epoch, first)
             losses, code = self.train_epoch(epoch, first, batches)
             if code is not None:
                 return code
@@ -302,6 +304,10 @@ class Trainer:
             if self.stop.signum is not None:
                 return losses, self.stop_signal(epoch, step + 1)
         return losses, None
+
+    def log_epoch_start(self, epoch, first):
+        step = epoch * self.steps_per_epoch + first
+        _logger.info("epoch %d/%d starts: lr %.6g", epoch + 1, self.config.epoch_size, self.lrs[step])
 
     def log_progress(self, epoch, step, loss, images_per_s):
         config = self.config

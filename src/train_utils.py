@@ -13,13 +13,18 @@ import sys
 
 import numpy as np
 
+from .timm_recipe import create_train_step as timm_train_step
+from .timm_recipe import epoch_step_lrs, noise_range_epochs
+
 _logger = logging.getLogger(__name__)
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 # mindcv's plain "sgd" keeps state ('stat.*') the weights loader does not know; "momentum" is
 # the same update.
 OPTIMIZERS = ("momentum", "nesterov", "rmsprop", "adamw", "adam")
-SCHEDULERS = ("cosine_decay", "step_decay", "exponential_decay", "constant")
+# timm_step: the official recipe's schedule (timm's StepLRScheduler, per epoch, with lr
+# noise: src/timm_recipe.py); the others are mindcv's, per step.
+SCHEDULERS = ("timm_step", "cosine_decay", "step_decay", "exponential_decay", "constant")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 LOSS_SCALE_TYPES = ("fixed", "dynamic")
 
@@ -61,6 +66,20 @@ def check_train_config(config):
         raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
     if config.ema and not 0 < config.ema_decay < 1:
         raise ConfigError(f"--ema_decay must be in (0, 1), got {config.ema_decay}")
+    check_lr_noise(config)
+
+
+def check_lr_noise(config):
+    noise = config.lr_noise
+    if not isinstance(noise, (list, tuple)) or len(noise) > 2 or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in noise):
+        raise ConfigError(f"--lr_noise must be [] (off), [start] or [start, end] as fractions of "
+                          f"--epoch_size (timm's --lr-noise, e.g. [0.42, 0.9]), got {noise!r}")
+    if noise and config.lr_scheduler != "timm_step":
+        raise ConfigError(f"--lr_noise needs --lr_scheduler timm_step (got "
+                          f"{config.lr_scheduler}); pass --lr_noise [] to turn it off")
+    if noise:
+        check_positive(config, "lr_noise_pct", "lr_noise_std")
 
 
 def check_image_size(net, image_size, key="image_size"):
@@ -147,8 +166,18 @@ def augment_args(config):
 
 
 def lr_schedule(config, steps_per_epoch):
-    """Per-step learning rates of the whole run (mindcv create_scheduler):
-    linear warmup from warmup_lr, then step / cosine / exponential decay."""
+    """Per-step learning rates of the whole run. timm_step: the official
+    schedule, one lr per epoch (src/timm_recipe.py); else mindcv's
+    create_scheduler: per-step linear warmup from warmup_lr, then step / cosine
+    / exponential decay."""
+    if config.lr_scheduler == "timm_step":
+        return epoch_step_lrs(
+            config.epoch_size, steps_per_epoch, lr=config.lr, warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.warmup_lr, decay_epochs=config.decay_epochs,
+            decay_rate=config.decay_rate,
+            noise_range=noise_range_epochs(config.lr_noise, config.epoch_size),
+            noise_pct=config.lr_noise_pct, noise_std=config.lr_noise_std,
+            noise_seed=config.lr_noise_seed)
     from mindcv.scheduler import create_scheduler
     decay_epochs = config.decay_epochs
     if config.lr_scheduler == "cosine_decay":
@@ -174,8 +203,10 @@ def create_optimizer(net, config, lrs):
 
 
 def effective_amp_level(config):
-    """O0 on the CPU (no float16 kernels worth having there)."""
-    if config.device_target == "CPU":
+    """O0 on the CPU (no float16 kernels worth having there), unless
+    --cpu_amp asks for the recipe's level there (to build and try the
+    Ascend/GPU mixed-precision graph on a CPU)."""
+    if config.device_target == "CPU" and not config.cpu_amp:
         if config.amp_level != "O0":
             _logger.info("amp_level %s -> O0: the CPU trains in float32", config.amp_level)
         return "O0"
@@ -188,9 +219,14 @@ def loss_scale_sense(config):
     import mindspore as ms
     from mindspore.train import DynamicLossScaleManager
     if config.device_target == "CPU":
-        # float32 needs no loss scaling, and mindcv's TrainStep supports only a
-        # fixed scale on the CPU.
-        return ms.Tensor(1.0, ms.float32)
+        # mindcv's TrainStep supports only a fixed scale on the CPU (the dynamic
+        # one's overflow check needs NPU status operators); float32 needs none.
+        if effective_amp_level(config) == "O0":
+            return ms.Tensor(1.0, ms.float32)
+        if config.loss_scale_type == "dynamic":
+            _logger.info("loss scale: fixed %g on the CPU (dynamic needs Ascend/GPU)",
+                         config.loss_scale)
+        return ms.Tensor(config.loss_scale, ms.float32)
     if config.loss_scale_type == "dynamic":
         return DynamicLossScaleManager(init_loss_scale=config.loss_scale, scale_factor=2,
                                        scale_window=2000).get_update_cell()
@@ -199,27 +235,39 @@ def loss_scale_sense(config):
 
 def create_train_step(net, config, optimizer):
     """mindcv's TrainStep: forward + loss, (scaled) gradients, all-reduce in data
-    parallel, optimizer update, EMA of every parameter (saved as 'ema.<name>')."""
+    parallel, optimizer update, EMA of every parameter (saved as 'ema.<name>'),
+    the EMA timm's (constant decay) unless the recipe asks for mindcv's ramp
+    (ema_warmup: true)."""
     from mindcv.loss import create_loss
-    from mindcv.utils.amp import auto_mixed_precision
-    from mindcv.utils.train_step import TrainStep
     from mindcv.utils.trainer_factory import add_loss_network
-    amp_level = effective_amp_level(config)
-    auto_mixed_precision(net, amp_level)
+    amp_level = set_precision(net, config)
     loss = create_loss("CE", label_smoothing=config.label_smoothing)
     net_with_loss = add_loss_network(net, loss, amp_level)
-    step = TrainStep(net_with_loss, optimizer, scale_sense=loss_scale_sense(config),
-                     ema=config.ema, ema_decay=config.ema_decay)
+    step = timm_train_step(net_with_loss, optimizer, ema_warmup=config.ema_warmup,
+                           scale_sense=loss_scale_sense(config), ema=config.ema,
+                           ema_decay=config.ema_decay)
     return step.set_train()
+
+
+def set_precision(net, config):
+    """mindcv's auto_mixed_precision at the run's amp level; returns the level.
+    Mixed precision on the CPU (--cpu_amp) runs MindSpore's operators: the
+    custom CPU kernels are float32 only."""
+    from mindcv.utils.amp import auto_mixed_precision
+    from .cpu_kernels import use_cpu_kernels
+    amp_level = effective_amp_level(config)
+    if config.device_target == "CPU" and amp_level != "O0":
+        use_cpu_kernels(net, False)
+    auto_mixed_precision(net, amp_level)
+    return amp_level
 
 
 def create_eval_network(config):
     """A second network for validation (same model and precision as training),
     into which ``copy_weights`` puts the weights to score."""
-    from mindcv.utils.amp import auto_mixed_precision
     from .ghostnetv2 import create_model
     net = create_model(config.model, num_classes=config.num_classes, dropout=config.dropout)
-    auto_mixed_precision(net, effective_amp_level(config))
+    set_precision(net, config)
     return net
 
 
