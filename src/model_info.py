@@ -147,8 +147,8 @@ def from_checkpoint_entry(array, where):
 def read_checkpoint_info(path):
     """The record a MindSpore .ckpt holds (None when it holds none)."""
     import mindspore as ms
-    try:
-        entries = ms.load_checkpoint(path, choice_func=lambda name: name == MODEL_INFO_KEY)
+    try:  # (a choice_func selecting only the entry fails on files without it)
+        entries = ms.load_checkpoint(path)
     except Exception as err:  # MindSpore raises ValueError / RuntimeError for bad files
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(f"{path}: not a readable MindSpore checkpoint; the file may be "
