@@ -217,7 +217,7 @@ def read_info(path):
     """(record, where it was found) for a weights or exported file: the file's own
     record, else (checkpoints only) train.py's config.yaml beside it, else (None, None)."""
     if not os.path.isfile(path):
-        raise ModelInfoError(f"file not found: {path}")
+        raise ModelInfoError(f"weights file not found: {path}")
     lower = path.lower()
     if lower.endswith(".onnx"):
         info = read_onnx_info(path)
