@@ -7,19 +7,22 @@ DATA_PATH holds one sub-folder per class (the layout eval.py reads). Every
 image goes through exactly eval.py's pipeline (``src.dataset.create_eval_dataset``:
 shorter side to image_size / crop_pct, bicubic, center crop, ImageNet
 mean/std) and is written as one raw float32 file of shape 1 x 3 x S x S
-(NCHW, little-endian), the input of a batch-1 MINDIR. With --mindir_path the
-image size and crop are the MINDIR's: its input size, and the crop recorded in
-the model info export.py wrote beside it (<file>.json); the class folders must
-then be the training classes. Without it: --image_size (224) and --crop_pct (0.875).
+(NCHW, little-endian), the input of a batch-1 MINDIR:
 
     OUTPUT_PATH/images/image_000000.bin, image_000001.bin, ...
     OUTPUT_PATH/labels.json
 
+With --mindir_path the image size and crop are the MINDIR's: its input size,
+and the crop recorded in the model info export.py wrote beside it
+(<file>.json); the class folders must then be the recorded training classes.
+Without it: --image_size (224) and --crop_pct (0.875).
+
 labels.json: {"labels": {file name: class index}, "class_names": [...],
 "sources": {file name: image path relative to DATA_PATH}, "image_size": S,
-"crop_pct": ..., "model_class_names": the model's recorded class names or null}. ``ascend310_infer`` and ``src/mindir_infer.py`` read the
-images folder; ``postprocess.py`` scores their results against labels.json.
-Undecodable files are skipped with a warning, as eval.py skips them.
+"crop_pct": ..., "model_class_names": the MINDIR's recorded class names or
+null}. ``ascend310_infer`` and ``src/mindir_infer.py`` read the images folder;
+``postprocess.py`` scores their results against labels.json. Undecodable files
+are skipped with a warning, as eval.py skips them.
 """
 import argparse
 import glob
