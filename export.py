@@ -263,11 +263,11 @@ def export_settings(args, model, num_classes):
         flags=("--image_height/--image_width", "--crop_pct"))
     print_messages(messages)
     height, width = args.image_height or size, args.image_width or size
-    export = {"file_format": args.file_format,
-              "batch_size": None if args.file_format == "ONNX" else args.batch_size,
-              "weights": os.path.abspath(args.checkpoint_path)}
+    exported = {"file_format": args.file_format,
+                "batch_size": None if args.file_format == "ONNX" else args.batch_size,
+                "weights": os.path.abspath(args.checkpoint_path)}
     return height, width, for_export(info, args.checkpoint_path, model, num_classes, height,
-                                     width, crop, export)
+                                     width, crop, exported)
 
 
 def main(argv=None):

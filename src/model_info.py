@@ -28,7 +28,8 @@ import numpy as np
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD
 from .ghostnetv2 import MODEL_WIDTHS
-from .weights import MODEL_INFO_KEY, WeightsError, write_text_atomic
+from .weights import MODEL_INFO_KEY, WeightsError, _read_mindspore as read_mindspore, \
+    write_text_atomic
 
 FORMAT = "ghostnetv2-model-info"
 VERSION = 1
@@ -68,11 +69,16 @@ def from_train_config(config, class_names):
                      class_names, source=f"train.py on {os.path.abspath(config.data_path)}")
 
 
-def imagenet_info(model, num_classes, class_names=None, source=""):
-    """The record of converted official / timm ImageNet weights."""
+def check_label_count(class_names, num_classes):
+    """Names given for weights (a labels file) must name every output."""
     if class_names is not None and len(class_names) != num_classes:
         raise ModelInfoError(f"{len(class_names)} class names for weights with {num_classes} "
                              "classes: pass the labels file of these weights")
+
+
+def imagenet_info(model, num_classes, class_names=None, source=""):
+    """The record of converted official / timm ImageNet weights."""
+    check_label_count(class_names, num_classes)
     return make_info(model, num_classes, IMAGENET_IMAGE_SIZE, IMAGENET_CROP_PCT, class_names,
                      source=source)
 
@@ -145,17 +151,12 @@ def from_checkpoint_entry(array, where):
 # ------------------------------------------------------------------ reading
 
 def read_checkpoint_info(path):
-    """The record a MindSpore .ckpt holds (None when it holds none)."""
-    import mindspore as ms
-    try:  # (a choice_func selecting only the entry fails on files without it)
-        entries = ms.load_checkpoint(path)
-    except Exception as err:  # MindSpore raises ValueError / RuntimeError for bad files
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise WeightsError(f"{path}: not a readable MindSpore checkpoint; the file may be "
-                           f"truncated or of another format ({first_line})") from None
+    """The record a MindSpore .ckpt holds (None when it holds none). The whole
+    file is read: load_checkpoint's choice_func fails on files without the entry."""
+    entries = read_mindspore(path)
     if MODEL_INFO_KEY not in entries:
         return None
-    return from_checkpoint_entry(entries[MODEL_INFO_KEY].asnumpy(), path)
+    return from_checkpoint_entry(entries[MODEL_INFO_KEY], path)
 
 
 def sidecar_path(export_path):
@@ -310,8 +311,6 @@ def described_or_imagenet(src, model, num_classes, class_names=None):
         return imagenet_info(model, num_classes, class_names,
                              source=f"convert_weights.py from {os.path.basename(src)}")
     if class_names is not None:
-        if len(class_names) != num_classes:
-            raise ModelInfoError(f"{len(class_names)} class names for weights with "
-                                 f"{num_classes} classes: pass the labels file of these weights")
+        check_label_count(class_names, num_classes)
         info = dict(info, class_names=[str(n) for n in class_names])
     return info
