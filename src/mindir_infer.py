@@ -92,8 +92,8 @@ def input_files(dataset_path, input_shape):
         raise MindirError(f"{len(wrong)} of {len(files)} inputs in {dataset_path} are not "
                           f"{'x'.join(map(str, input_shape[1:]))} float32 images (e.g. "
                           f"{os.path.basename(wrong[0])}: {os.path.getsize(wrong[0])} bytes); "
-                          f"preprocess with --image_size {input_shape[-1]} or export the MINDIR "
-                          f"at the preprocessed size")
+                          f"preprocess with --mindir_path set to this MINDIR (its size and "
+                          f"recorded crop) or export the MINDIR at the preprocessed size")
     return files
 
 
