@@ -8,11 +8,17 @@
 
 The model (width, V1/V2) and num_classes are read off the weights unless
 given. Weights that do not fit the model are listed and nothing is written.
+A .ckpt written here carries the model info of the weights (src/model_info.py):
+the ImageNet preprocessing of the official / timm weights (224x224, crop 0.875,
+bicubic, ImageNet mean/std), or the record of a .ckpt source; --labels FILE
+(one name per line, or a JSON list, in label order) adds the class names, so
+infer.py names its predictions without further flags.
 """
 import argparse
 import sys
 
 from src.ghostnetv2 import list_models
+from src.model_info import read_labels_file
 from src.weights import WeightsError, convert
 
 
@@ -29,9 +35,14 @@ def main(argv=None):
                         help="classifier outputs (default: read off the weights)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --dst (refused otherwise)")
+    parser.add_argument("--labels", default=None,
+                        help="class names in label order (one per line, or a JSON list), "
+                             "recorded in a .ckpt dst")
     args = parser.parse_args(argv)
     try:
-        print(convert(args.src, args.dst, args.model, args.num_classes, args.overwrite))
+        class_names = read_labels_file(args.labels) if args.labels else None
+        print(convert(args.src, args.dst, args.model, args.num_classes, args.overwrite,
+                      class_names))
     except WeightsError as err:
         print(f"convert_weights.py: error: {err}", file=sys.stderr)
         return 1

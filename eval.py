@@ -6,9 +6,12 @@
 FILE may be a MindSpore .ckpt (train.py's checkpoints included: their EMA
 weights when present) or PyTorch .pth / .pth.tar / .safetensors weights
 (converted in memory). The model and num_classes come from the weights unless
---model is given. Without --config_path, the config.yaml that train.py wrote
-beside the checkpoint is used when there is one (image size, crop), else the
-default recipe.
+--model is given. The image size and crop come from the model info recorded in
+the checkpoint (src/model_info.py; for checkpoints of older runs, the
+config.yaml train.py wrote beside them), unless given as --image_size /
+--crop_pct or in an explicit --config_path; a value that contradicts the
+record is logged. With nothing recorded: 224, crop 0.875, and a warning. When
+the classes are recorded, the class folders must be the training classes.
 
 Prints top-1, top-5, loss, the number of images and images/s; the last line
 of standard output is one JSON object (top1 and top5 as fractions).
@@ -23,10 +26,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from src.dataset import DatasetError, create_eval_dataset, scan_image_folder  # noqa: E402
+from src.dataset import (DatasetError, check_trained_classes, create_eval_dataset,  # noqa: E402
+                         scan_image_folder)
 from src.evaluation import evaluate  # noqa: E402
 from src.fuse import fuse_bn  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
+from src.model_info import choose_preprocessing, read_info, recorded_class_names  # noqa: E402
 from src.model_utils.config import get_config  # noqa: E402
 from src.train_utils import ConfigError, check_image_size, set_device, setup_logging  # noqa: E402
 from src.weights import WeightsError, infer_model, load_weights, read_weights  # noqa: E402
@@ -41,29 +46,16 @@ PROGRESS_LINES = 10
 
 
 def explicit_flags(argv):
-    """--config_path, --checkpoint_path and --model as given on the command line (or None)."""
+    """The flags given on the command line (None for those not given)."""
     pre = argparse.ArgumentParser(add_help=False)
-    for flag in ("--config_path", "--checkpoint_path", "--model"):
+    for flag in ("--config_path", "--checkpoint_path", "--model", "--image_size", "--crop_pct"):
         pre.add_argument(flag)
     known, _ = pre.parse_known_args(argv)
     return known
 
 
-def with_run_config(argv):
-    """Add --config_path CKPT_DIR/config.yaml (train.py's record of the run)
-    when no recipe is given; returns (argv, the recipe used or None)."""
-    given = explicit_flags(argv)
-    if given.config_path or not given.checkpoint_path:
-        return argv, None
-    beside = os.path.join(os.path.dirname(os.path.abspath(given.checkpoint_path)), "config.yaml")
-    if os.path.isfile(beside):
-        return list(argv) + ["--config_path", beside], beside
-    return argv, None
-
-
 def parse_config(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv, run_config = with_run_config(argv)
     config = get_config("Evaluate GhostNetV2 weights (every recipe key is a --key flag)", argv,
                         extra_defaults=EVAL_DEFAULTS)
     if not config.data_path:
@@ -74,9 +66,24 @@ def parse_config(argv=None):
         raise ConfigError(f"--batch_size must be > 0, got {config.batch_size}")
     if not 0 < config.crop_pct <= 1:
         raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
-    config.model_given = explicit_flags(argv).model is not None
-    config.run_config = run_config
+    given = explicit_flags(argv)
+    config.model_given = given.model is not None
+    # an explicit recipe states the preprocessing as much as the flags do
+    config.size_given = given.image_size is not None or given.config_path is not None
+    config.crop_given = given.crop_pct is not None or given.config_path is not None
     return config
+
+
+def set_preprocessing(config):
+    """Set config.image_size / crop_pct from the weights' record unless given;
+    returns the record (or None)."""
+    info, where = read_info(os.path.abspath(os.path.expanduser(config.checkpoint_path)))
+    config.image_size, config.crop_pct, messages = choose_preprocessing(
+        info, where, config.image_size if config.size_given else None,
+        config.crop_pct if config.crop_given else None)
+    for level, text in messages:
+        getattr(_logger, level)(text)
+    return info
 
 
 def build_network(config):
@@ -100,8 +107,10 @@ def build_network(config):
 
 
 def run(config):
+    info = set_preprocessing(config)
     net, model, num_classes = build_network(config)
     samples, class_names = scan_image_folder(config.data_path)
+    check_trained_classes(config.data_path, class_names, recorded_class_names(info, num_classes))
     if len(class_names) > num_classes:
         raise DatasetError(f"{config.data_path} has {len(class_names)} class folders but the "
                            f"weights have {num_classes} classes: evaluate on the data the model "
@@ -130,6 +139,7 @@ def run(config):
     batches = dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
     result = evaluate(net, batches, batch_size, progress=progress)
     result.update(skipped=dataset.bad_images.count, model=model, num_classes=num_classes,
+                  image_size=config.image_size, crop_pct=config.crop_pct,
                   checkpoint=os.path.abspath(config.checkpoint_path),
                   data_path=os.path.abspath(config.data_path))
     return result
@@ -153,9 +163,6 @@ def main(argv=None):
     setup_logging()
     try:
         set_device(config.device_target)
-        if config.run_config:
-            _logger.info("recipe: %s (written by train.py beside the checkpoint)",
-                         config.run_config)
         result = run(config)
     except (ConfigError, DatasetError, WeightsError) as err:
         print(f"eval.py: error: {err}", file=sys.stderr)

@@ -15,6 +15,13 @@ succeeded.
 MINDIR and AIR have a fixed input shape (batch_size x 3 x H x W). ONNX files
 get a dynamic batch dimension named 'batch' (input 'image', output 'logits');
 batch_size only sets the batch the graph is traced with.
+
+H x W default to the input size the weights were trained at (the model info
+train.py records in its checkpoints; 224x224 with a warning when nothing is
+recorded). Every file describes itself (src/model_info.py): ONNX files hold
+the model info (class names, input size, crop, mean/std) in metadata_props
+under 'model_info'; MINDIR and AIR files get it as a JSON file beside them,
+<file>.json, which preprocess.py, infer.py and the edge scripts read.
 """
 import argparse
 import os
@@ -26,6 +33,8 @@ import numpy as np
 
 from src.ghostnetv2 import create_model, list_models
 from src.fuse import fuse_bn
+from src.model_info import choose_preprocessing, for_export, print_messages, read_info, \
+    set_onnx_info, write_sidecar
 from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_weights, \
     read_weights
 
@@ -67,8 +76,13 @@ def parse_args(argv=None):
                              "kernels (2-4x faster there, with --fuse_bn), but runs only "
                              "where their library exists (~/.cache/ghostnetv2_kernels); not for "
                              "Ascend, MindSpore Lite or another machine")
-    parser.add_argument("--image_height", type=int, default=224)
-    parser.add_argument("--image_width", type=int, default=224)
+    parser.add_argument("--image_height", type=int, default=None,
+                        help="input height (default: the recorded training size, else 224)")
+    parser.add_argument("--image_width", type=int, default=None,
+                        help="input width (default: the recorded training size, else 224)")
+    parser.add_argument("--crop_pct", type=float, default=None,
+                        help="eval crop recorded with the file for its users (default: the "
+                             "weights' recorded crop_pct, else 0.875)")
     parser.add_argument("--device_target", default="CPU", choices=DEVICES,
                         help="backend that compiles the graph; AIR needs Ascend")
     args = parser.parse_args(argv)
@@ -134,8 +148,9 @@ def check_image_size(net, height, width):
                           f"export at a larger size")
 
 
-def make_batch_dynamic(onnx_path):
-    """Give every Resize of the ONNX graph a batch-independent output size.
+def make_batch_dynamic(onnx_path, info=None):
+    """Give every Resize of the ONNX graph a batch-independent output size
+    (and put ``info``, the model info, into its metadata_props).
 
     MindSpore 2.7.2's exporter marks the input's batch axis dynamic
     (``dynamic_axes``) but writes each ResizeNearestNeighbor as an ONNX Resize
@@ -165,6 +180,8 @@ def make_batch_dynamic(onnx_path):
     _remove_unused_constants(graph, set(replaced))
     for output in graph.output:
         output.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    if info is not None:
+        set_onnx_info(model, info)
     onnx.checker.check_model(model)
     onnx.save(model, onnx_path)
     return len(replaced)
@@ -202,8 +219,10 @@ def _remove_unused_constants(graph, names):
                        if not (node.op_type == "Constant" and node.output[0] in unused)])
 
 
-def export_network(net, file_format, path, batch_size, height, width, cpu_kernels=False):
-    """Export into a scratch folder, then move the finished file to ``path``.
+def export_network(net, file_format, path, batch_size, height, width, cpu_kernels=False,
+                   info=None):
+    """Export into a scratch folder, then move the finished file to ``path``;
+    ``info`` (src.model_info) goes into an ONNX file, or beside a MINDIR / AIR.
 
     MindSpore accepts only [A-Za-z0-9@_-.:/\\] in file names, so the export
     itself goes to a temporary folder; the copy to ``path`` is atomic. The
@@ -223,7 +242,7 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
                 mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
                                       output_names=[OUTPUT_NAME],
                                       dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
-                make_batch_dynamic(exported)
+                make_batch_dynamic(exported, info)
             else:
                 ms.export(net, inputs, file_name=exported, file_format=file_format)
         except RuntimeError as err:  # MindSpore reports exporter failures as RuntimeError
@@ -232,6 +251,23 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
         if not os.path.isfile(exported):
             raise ExportError(f"MindSpore wrote no {file_format} file (expected {exported})")
         atomic_write(path, lambda tmp: shutil.copyfile(exported, tmp))
+    if info is not None and file_format != "ONNX":
+        write_sidecar(path, info)
+
+
+def export_settings(args, model, num_classes):
+    """(height, width, the exported file's model info): flags, else the weights' record."""
+    info, where = read_info(args.checkpoint_path)
+    size, crop, messages = choose_preprocessing(
+        info, where, args.image_height or args.image_width, args.crop_pct,
+        flags=("--image_height/--image_width", "--crop_pct"))
+    print_messages(messages)
+    height, width = args.image_height or size, args.image_width or size
+    exported = {"file_format": args.file_format,
+                "batch_size": None if args.file_format == "ONNX" else args.batch_size,
+                "weights": os.path.abspath(args.checkpoint_path)}
+    return height, width, for_export(info, args.checkpoint_path, model, num_classes, height,
+                                     width, crop, exported)
 
 
 def main(argv=None):
@@ -241,16 +277,19 @@ def main(argv=None):
         net, model, summary = build_network(args.checkpoint_path, args.model, args.num_classes,
                                              args.fuse_bn)
         print(summary, flush=True)
-        check_image_size(net, args.image_height, args.image_width)
+        height, width, info = export_settings(args, model, net.num_classes)
+        check_image_size(net, height, width)
         path = output_path(args.file_name, args.file_format, model)
-        export_network(net, args.file_format, path, args.batch_size, args.image_height,
-                       args.image_width, args.cpu_kernels)
+        export_network(net, args.file_format, path, args.batch_size, height, width,
+                       args.cpu_kernels, info)
     except (ExportError, WeightsError) as err:
         print(f"export.py: error: {err}", file=sys.stderr)
         return 1
     batch = "dynamic batch" if args.file_format == "ONNX" else f"batch {args.batch_size}"
+    described = ("its model info in metadata_props" if args.file_format == "ONNX"
+                 else f"its model info in {path}.json")
     print(f"exported {model} ({net.num_classes} classes, input {batch} x 3 x "
-          f"{args.image_height} x {args.image_width}) as {args.file_format}: {path}")
+          f"{height} x {width}) as {args.file_format}: {path}, {described}")
     if args.cpu_kernels:
         from src.cpu_kernels import kernel_library
         print(f"it uses the CPU kernels of {kernel_library()}: it runs in MindSpore where that "

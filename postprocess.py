@@ -7,6 +7,11 @@ as written by ascend310_infer/ and src/mindir_infer.py; label_file is the one
 preprocess.py wrote. Scored with eval.py's own top-k (src/evaluation.py), so on
 the same images and weights the numbers equal eval.py's. The last line printed
 is a JSON object with top1, top5, loss and num_images.
+
+--predictions_file FILE also writes each input's top-5 classes by name:
+[{"image": source image, "top5": [[class name, probability], ...]}], named
+with the model's class names that preprocess.py found in the model info
+beside the MINDIR (else the data folder's names, else numbers).
 """
 import argparse
 import json
@@ -15,8 +20,9 @@ import sys
 
 import numpy as np
 
-from src.evaluation import batch_sums
+from src.evaluation import batch_sums, top_classes
 from src.mindir_infer import result_name
+from src.weights import write_text_atomic
 
 
 class ResultsError(ValueError):
@@ -62,15 +68,37 @@ def score(result_path, label_file):
                 num_images=int(count))
 
 
+def class_names(record, num_classes):
+    """The names of the model's outputs: its recorded ones, else the folders' (then numbers)."""
+    names = record.get("model_class_names") or record.get("class_names") or []
+    return [str(n) for n in names[:num_classes]] + [str(i) for i in range(len(names),
+                                                                          num_classes)]
+
+
+def predictions(result_path, label_file):
+    """[{image, top5: [[class name, probability], ...]}] per input, in input order."""
+    record = read_labels(label_file)
+    inputs = sorted(record["labels"])
+    logits = read_results(result_path, inputs)
+    sources = record.get("sources", {})
+    return [{"image": sources.get(name, name), "top5": top5}
+            for name, top5 in zip(inputs, top_classes(logits, class_names(record, logits.shape[1])))]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("--result_path", default="./result_Files")
     parser.add_argument("--label_file", default="./preprocess_Result/labels.json")
+    parser.add_argument("--predictions_file", default=None,
+                        help="also write each input's top-5 classes by name to this JSON file")
     args = parser.parse_args(argv)
     try:
         metrics = score(args.result_path, args.label_file)
+        if args.predictions_file:
+            write_text_atomic(args.predictions_file,
+                              json.dumps(predictions(args.result_path, args.label_file), indent=1))
     except ResultsError as err:
         print(f"postprocess.py: error: {err}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from src.distributed import (all_reduce_sum, init_distributed, launched_distribu
 from src.evaluation import evaluate  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
 from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
+from src.model_info import from_train_config  # noqa: E402
 from src.model_utils.config import config_to_yaml, get_config  # noqa: E402
 from src.train_utils import (ConfigError, augment_args, check_image_size,  # noqa: E402
                              check_train_config, copy_weights, create_eval_network,
@@ -191,6 +192,8 @@ class Trainer:
             raise ConfigError(f"{config.data_path} has {len(class_names)} classes but "
                               f"--num_classes is {config.num_classes}; pass --num_classes "
                               f"{len(class_names)}")
+        # what eval.py, infer.py and export.py need, in every checkpoint
+        self.checkpoints.info = from_train_config(config, class_names)
         self.val_data = None
         if config.val_data_path:
             self.val_data, _ = create_eval_dataset(

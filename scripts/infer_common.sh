@@ -26,22 +26,15 @@ absolute_dir() {
     absolute "$1"
 }
 
-# mindir_image_size MINDIR: S of its B x 3 x S x S input.
-mindir_image_size() {
-    local size
-    size="$(cd "$ROOT" && "$PYTHON" src/mindir_infer.py --mindir_path "$1" --print_image_size 2>&1 \
-            | without_exit_noise)"
-    [[ "$size" =~ ^[0-9]+$ ]] || fail "cannot read the input shape of $1: $size"
-    echo "$size"
-}
-
-# preprocess DATA_PATH OUTPUT_DIR IMAGE_SIZE: images -> OUTPUT_DIR/preprocess_Result.
+# preprocess DATA_PATH OUTPUT_DIR MINDIR: images -> OUTPUT_DIR/preprocess_Result, at the
+# MINDIR's input size with the crop recorded beside it (MINDIR.json, written by export.py).
 preprocess() {
-    echo "preprocess: $1 -> $2/preprocess_Result at ${3}x${3} (log: $2/preprocess.log)"
+    echo "preprocess: $1 -> $2/preprocess_Result for $3 (log: $2/preprocess.log)"
     if ! (cd "$ROOT" && "$PYTHON" preprocess.py --data_path "$1" \
-            --output_path "$2/preprocess_Result" --image_size "$3") > "$2/preprocess.log" 2>&1; then
+            --output_path "$2/preprocess_Result" --mindir_path "$3") > "$2/preprocess.log" 2>&1; then
         fail "preprocessing failed" "$2/preprocess.log"
     fi
+    without_exit_noise < "$2/preprocess.log" | grep -E '^(warning|model info)' || true
     tail -n 1 "$2/preprocess.log"
 }
 
@@ -49,7 +42,8 @@ preprocess() {
 postprocess() {
     echo "postprocess: $1/result_Files (log: $1/acc.log)"
     if ! (cd "$ROOT" && "$PYTHON" postprocess.py --result_path "$1/result_Files" \
-            --label_file "$1/preprocess_Result/labels.json") > "$1/acc.log" 2>&1; then
+            --label_file "$1/preprocess_Result/labels.json" \
+            --predictions_file "$1/predictions.json") > "$1/acc.log" 2>&1; then
         fail "postprocessing failed" "$1/acc.log"
     fi
     without_exit_noise < "$1/acc.log" | tail -n 2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job in one command, on the CPU: set-up, scikit-learn's digits as an
-# ImageFolder, GhostNetV2 1.0x trained from scratch, evaluation, MINDIR export.
+# ImageFolder, GhostNetV2 1.0x trained from scratch, evaluation, MINDIR export,
+# one prediction with infer.py.
 set -euo pipefail
 
 usage() {
@@ -12,6 +13,8 @@ usage: bash scripts/quickstart.sh [--key value ...]
 3. train.py with config/ghostnetv2_100_digits.yaml on the CPU
 4. eval.py on data/digits/val with the best checkpoint
 5. export.py -> MINDIR (when export.py is present)
+6. infer.py on best.ckpt and one val image (the checkpoint carries the
+   input size, crop and class names: no other flags)
 
 About 15 minutes on a 2-core machine; >= 99% top-1 on the digits val split.
 Extra --key value flags go to train.py (e.g. --epoch_size 5 for a smoke run).
@@ -35,13 +38,13 @@ export GLOG_v="${GLOG_v:-3}"   # MindSpore: errors only
 START=$SECONDS
 step() { echo; echo "=== quickstart [$(( (SECONDS - START) / 60 ))m$(( (SECONDS - START) % 60 ))s] $*"; }
 
-step "1/5 set-up (bash scripts/setup.sh)"
+step "1/6 set-up (bash scripts/setup.sh)"
 bash scripts/setup.sh
 
-step "2/5 digits data -> $DATA_DIR"
+step "2/6 digits data -> $DATA_DIR"
 "$PYTHON" scripts/make_digits.py --output "$DATA_DIR" --image_size 64
 
-step "3/5 training -> $OUTPUT_DIR"
+step "3/6 training -> $OUTPUT_DIR"
 # --resume auto: a fresh run in a new folder, the continuation of an
 # interrupted one; a finished run is reused.
 if "$PYTHON" - "$OUTPUT_DIR" "$CONFIG" "$@" <<'PY'
@@ -66,18 +69,24 @@ else
 fi
 TRAIN_END=$SECONDS
 
-step "4/5 evaluation of $OUTPUT_DIR/best.ckpt on $DATA_DIR/val"
+step "4/6 evaluation of $OUTPUT_DIR/best.ckpt on $DATA_DIR/val"
 "$PYTHON" eval.py --device_target CPU --data_path "$DATA_DIR/val" \
     --checkpoint_path "$OUTPUT_DIR/best.ckpt" | tee "$OUTPUT_DIR/eval.log"
 tail -n 1 "$OUTPUT_DIR/eval.log" > "$OUTPUT_DIR/eval.json"
 
 MINDIR="(not exported: export.py is missing)"
 if [[ -f export.py ]]; then
-    step "5/5 MINDIR export"
+    step "5/6 MINDIR export"
     "$PYTHON" export.py --checkpoint_path "$OUTPUT_DIR/best.ckpt" --file_format MINDIR \
-        --file_name "$OUTPUT_DIR/ghostnetv2_100_digits" --image_height 64 --image_width 64
+        --file_name "$OUTPUT_DIR/ghostnetv2_100_digits"
     MINDIR="$OUTPUT_DIR/ghostnetv2_100_digits.mindir"
 fi
+
+VAL_IMAGES=("$DATA_DIR"/val/3/*.png)   # sorted by the shell
+IMAGE="${VAL_IMAGES[0]}"
+INFER="python infer.py --checkpoint_path $OUTPUT_DIR/best.ckpt --image_path $IMAGE"
+step "6/6 one prediction: $INFER"
+"$PYTHON" infer.py --checkpoint_path "$OUTPUT_DIR/best.ckpt" --image_path "$IMAGE"
 
 TOP1=$("$PYTHON" -c "import json,sys; print(f\"{json.load(open(sys.argv[1]))['top1']:.4f}\")" \
        "$OUTPUT_DIR/eval.json")
@@ -89,5 +98,7 @@ checkpoints:  $OUTPUT_DIR/{best,last}.ckpt (+ numbered ones)
 training log: $OUTPUT_DIR/train.log
 metrics:      $OUTPUT_DIR/metrics.jsonl, curves: $OUTPUT_DIR/metrics.png
 evaluation:   $OUTPUT_DIR/eval.json (val top-1 $TOP1)
-MINDIR:       $MINDIR
+MINDIR:       $MINDIR (its model info: $MINDIR.json)
+predict:      $INFER
+              (or --mindir_path $MINDIR; --image_path also takes a folder)
 EOF

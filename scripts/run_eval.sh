@@ -11,8 +11,9 @@ Top-1 / top-5 accuracy and loss of GhostNetV2 weights (eval.py).
   DATA_PATH        validation images, DATA_PATH/<class>/<image files>
   PLATFORM         Ascend, GPU or CPU
   CHECKPOINT_PATH  .ckpt (train.py's included), .pth, .pth.tar or .safetensors weights
-  CONFIG_PATH      yaml recipe (image size, crop); default: the config.yaml that
-                   train.py wrote beside the checkpoint, else the default recipe
+  CONFIG_PATH      yaml recipe; default: the default recipe, with the image size
+                   and crop recorded in the checkpoint (older runs: the config.yaml
+                   train.py wrote beside it)
   --key value      any recipe key, passed on to eval.py (--batch_size 32 ...)
 
 Settings: DEVICE_ID (Ascend/GPU device, default 0), RUN_DIR (folder for the

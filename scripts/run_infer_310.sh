@@ -3,17 +3,19 @@
 #
 #   bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH [DEVICE_ID]
 #
-# MINDIR_PATH: exported with export.py --batch_size 1 (square input, e.g. 224x224).
+# MINDIR_PATH: exported with export.py --batch_size 1 (square input; its
+#              MINDIR.json gives the crop and the class names).
 # DATA_PATH:   image folder, one sub-folder per class (as for eval.py).
 # DEVICE_ID:   Ascend device, default 0.
 # Output goes to $INFER_OUTPUT_DIR (default ./infer_310): preprocess_Result/,
-# result_Files/, time_Result/ and preprocess.log, infer.log, acc.log; acc.log's
-# last line is a JSON object with top1, top5, loss and num_images.
+# result_Files/, time_Result/, predictions.json (top-5 class names per image),
+# preprocess.log, infer.log, acc.log; acc.log's last line is a JSON object
+# with top1, top5, loss and num_images.
 # Needs an Ascend 310 with CANN and MindSpore's Ascend package (C++ API).
 set -euo pipefail
 
 usage() {
-    sed -n '4,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '4,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     usage
@@ -45,8 +47,7 @@ done
 [[ -n "${ASCEND_OPP_PATH:-}" ]] || echo "warning: no CANN environment found under $ASCEND_HOME" \
     "(set ASCEND_HOME or source CANN's set_env.sh); the build or the run may fail" >&2
 
-IMAGE_SIZE="$(mindir_image_size "$MINDIR_PATH")"
-preprocess "$DATA_PATH" "$OUTPUT_DIR" "$IMAGE_SIZE"
+preprocess "$DATA_PATH" "$OUTPUT_DIR" "$MINDIR_PATH"
 
 echo "build: ascend310_infer (log: $OUTPUT_DIR/build.log)"
 PYTHON="$PYTHON" bash "$ROOT/ascend310_infer/build.sh" > "$OUTPUT_DIR/build.log" 2>&1 \

@@ -8,12 +8,13 @@
 # MINDIR_PATH: exported with export.py (square input, any batch size).
 # DATA_PATH:   image folder, one sub-folder per class (as for eval.py).
 # Output goes to $INFER_OUTPUT_DIR (default ./infer_cpu): preprocess_Result/,
-# result_Files/ and preprocess.log, infer.log, acc.log; acc.log's last line is
-# a JSON object with top1, top5, loss and num_images.
+# result_Files/, predictions.json (top-5 class names per image), preprocess.log,
+# infer.log, acc.log; acc.log's last line is a JSON object with top1, top5,
+# loss and num_images. Size and crop: the MINDIR's and its MINDIR.json's.
 set -euo pipefail
 
 usage() {
-    sed -n '6,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '6,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     usage
@@ -32,8 +33,7 @@ OUTPUT_DIR="${INFER_OUTPUT_DIR:-./infer_cpu}"
 mkdir -p "$OUTPUT_DIR"
 OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
 
-IMAGE_SIZE="$(mindir_image_size "$MINDIR_PATH")"
-preprocess "$DATA_PATH" "$OUTPUT_DIR" "$IMAGE_SIZE"
+preprocess "$DATA_PATH" "$OUTPUT_DIR" "$MINDIR_PATH"
 
 echo "inference: $MINDIR_PATH on the CPU (log: $OUTPUT_DIR/infer.log)"
 rm -rf "$OUTPUT_DIR/result_Files"

@@ -10,7 +10,9 @@ Files in output_dir, all written atomically (``src.weights.atomic_write``):
 - ``interrupted.ckpt``: written when SIGINT / SIGTERM stops a run mid-epoch.
 
 Every file also loads as plain weights (``src.weights.load_weights``: the
-training state is stripped, EMA weights preferred), for eval.py and export.
+training state is stripped, EMA weights preferred), for eval.py and export,
+and carries the run's model info (``src.model_info``: class names, input
+size, crop), from which eval.py, infer.py and export.py take their defaults.
 """
 import glob
 import logging
@@ -20,7 +22,8 @@ import shutil
 
 import numpy as np
 
-from .weights import atomic_write, partial_files, save_checkpoint
+from .model_info import checkpoint_entry
+from .weights import MODEL_INFO_KEY, atomic_write, partial_files, save_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -38,12 +41,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot resume this run; the message says why and what to do."""
 
 
-def training_state(train_step, epoch, step_in_epoch=0):
-    """{name: Tensor} of everything a resumed run needs."""
+def training_state(train_step, epoch, step_in_epoch=0, info=None):
+    """{name: Tensor} of everything a resumed run needs, and the model info
+    (src.model_info) when given."""
     import mindspore as ms
     state = {p.name: p for p in train_step.get_parameters() if p.name not in NOT_SAVED}
     state[EPOCH_KEY] = ms.Tensor(np.array(epoch, np.int32))
     state[STEP_IN_EPOCH_KEY] = ms.Tensor(np.array(step_in_epoch, np.int32))
+    if info is not None:
+        state.update({k: ms.Tensor(v) for k, v in checkpoint_entry(info).items()})
     return state
 
 
@@ -102,7 +108,7 @@ def restore_training_state(train_step, path):
         expected[name].set_data(ms.Tensor(saved[name[len("ema."):]]))
     if fresh_ema:
         _logger.info("%s has no EMA weights: EMA starts from the loaded weights", path)
-    position_keys = (EPOCH_KEY, STEP_IN_EPOCH_KEY)
+    position_keys = (EPOCH_KEY, STEP_IN_EPOCH_KEY, MODEL_INFO_KEY)
     ignored = sorted(k for k in saved if k not in expected and k not in position_keys)
     if ignored:
         _logger.info("not used from %s: %s%s", path, ", ".join(ignored[:5]),
@@ -136,13 +142,17 @@ def latest_checkpoint(output_dir):
 
 
 class CheckpointManager:
-    """Writes the checkpoints of one run (a no-op on ranks other than 0)."""
+    """Writes the checkpoints of one run (a no-op on ranks other than 0).
 
-    def __init__(self, output_dir, model_name, keep_max, enabled=True):
+    info: the run's model info (src.model_info.from_train_config), written
+    into every checkpoint once set."""
+
+    def __init__(self, output_dir, model_name, keep_max, enabled=True, info=None):
         self.output_dir = output_dir
         self.model_name = model_name
         self.keep_max = keep_max
         self.enabled = enabled
+        self.info = info
 
     def path(self, name):
         return os.path.join(self.output_dir, name)
@@ -154,7 +164,7 @@ class CheckpointManager:
         """Write the full training state as output_dir/name; returns the path."""
         path = self.path(name)
         if self.enabled:
-            save_checkpoint(training_state(train_step, epoch, step_in_epoch), path)
+            save_checkpoint(training_state(train_step, epoch, step_in_epoch, self.info), path)
         return path
 
     def copy(self, source_name, name):

@@ -89,6 +89,18 @@ def scan_image_folder(root, class_names=None):
 
 # ------------------------------------------------------------------ decoding
 
+def check_trained_classes(data_path, class_names, trained_names):
+    """The class folders must be the (first) classes the model was trained on,
+    by name, when the weights record them (src/model_info.py): else labels,
+    which are folder indices, would silently name other classes."""
+    if trained_names and list(class_names) != list(trained_names)[:len(class_names)]:
+        unknown = [n for n in class_names if n not in trained_names]
+        raise DatasetError(f"the class folders of {data_path} are not the classes the model was "
+                           f"trained on (folders: {list(class_names)[:10]}; trained: "
+                           f"{list(trained_names)[:10]}; not trained: {unknown[:10]}): use data "
+                           "with the training class folders")
+
+
 def load_rgb(path):
     """Decode any image file into a PIL RGB image with 8 bits per channel.
 

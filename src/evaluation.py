@@ -13,6 +13,14 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def top_classes(logits, names, k=5):
+    """Per row of logits: [[class name, softmax probability], ...] of its top k
+    classes (ties in index order)."""
+    probabilities = np.exp(log_softmax(np.asarray(logits, np.float64)))
+    return [[[names[i], float(row[i])] for i in np.argsort(-row, kind="stable")[:k]]
+            for row in probabilities]
+
+
 def batch_sums(logits, labels):
     """[top-1 correct, top-5 correct, summed cross-entropy, images] of one batch
     (top-5 is top-k with k = min(5, classes))."""

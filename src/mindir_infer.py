@@ -92,8 +92,8 @@ def input_files(dataset_path, input_shape):
         raise MindirError(f"{len(wrong)} of {len(files)} inputs in {dataset_path} are not "
                           f"{'x'.join(map(str, input_shape[1:]))} float32 images (e.g. "
                           f"{os.path.basename(wrong[0])}: {os.path.getsize(wrong[0])} bytes); "
-                          f"preprocess with --image_size {input_shape[-1]} or export the MINDIR "
-                          f"at the preprocessed size")
+                          f"preprocess with --mindir_path set to this MINDIR (its size and "
+                          f"recorded crop) or export the MINDIR at the preprocessed size")
     return files
 
 
@@ -136,18 +136,11 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("--mindir_path", required=True)
-    parser.add_argument("--dataset_path", help="folder of preprocessed .bin inputs")
+    parser.add_argument("--dataset_path", required=True, help="folder of preprocessed .bin inputs")
     parser.add_argument("--result_path", default="./result_Files")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
-    parser.add_argument("--print_image_size", action="store_true",
-                        help="only print S of the MINDIR's B x 3 x S x S input and exit")
     args = parser.parse_args(argv)
     try:
-        if args.print_image_size:
-            print(square_image_size(args.mindir_path))
-            return 0
-        if not args.dataset_path:
-            parser.error("--dataset_path is required")
         count, mean_ms, first_ms = run(args.mindir_path, args.dataset_path, args.result_path,
                                        args.device_target)
     except MindirError as err:

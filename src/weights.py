@@ -34,6 +34,8 @@ TRAINING_STATE_PREFIXES = ("moments.", "accum.", "mean_square.", "mean_grad.", "
                            # nn.RMSProp's momentum buffers, mindcv TrainStep's EMA update
                            # counter, DynamicLossScaleUpdateCell's counters (train.py checkpoints)
                            "moment.", "updates", "cur_iter", "last_overflow_iter")
+# The checkpoint entry describing the weights (src/model_info.py): not a parameter.
+MODEL_INFO_KEY = "model_info"
 
 
 class WeightsError(ValueError):
@@ -105,7 +107,8 @@ def strip_training_state(params):
     are the weights to evaluate and export.
     """
     ema = {k[len("ema."):]: v for k, v in params.items() if k.startswith("ema.")}
-    net = {k: v for k, v in params.items() if not k.startswith(TRAINING_STATE_PREFIXES)}
+    net = {k: v for k, v in params.items()
+           if not k.startswith(TRAINING_STATE_PREFIXES) and k != MODEL_INFO_KEY}
     net.update({k: v for k, v in ema.items() if k in net})
     return net
 
@@ -286,10 +289,13 @@ def save_safetensors(params, path):
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
-def convert(src, dst, model=None, num_classes=None, overwrite=False):
+def convert(src, dst, model=None, num_classes=None, overwrite=False, class_names=None):
     """Convert src to dst; the direction follows from dst's suffix.
 
-    .ckpt dst: PyTorch/safetensors (or ckpt) -> MindSpore checkpoint.
+    .ckpt dst: PyTorch/safetensors (or ckpt) -> MindSpore checkpoint, with the
+    model info (src/model_info.py) of src when it is a described .ckpt, else
+    the ImageNet preprocessing of the official/timm weights (class_names: their
+    names in label order, e.g. from a labels file).
     .safetensors dst: MindSpore (or any) -> timm-loadable safetensors.
     The weights are checked against the model first; nothing is written if
     they do not fit. An existing dst (perhaps a trained checkpoint) is only
@@ -305,12 +311,18 @@ def convert(src, dst, model=None, num_classes=None, overwrite=False):
     if os.path.exists(dst) and not overwrite:
         raise WeightsError(f"{dst} already exists; pass another --dst, or --overwrite to "
                            "replace it")
+    described = ""
     if dst.endswith(".safetensors"):
         save_safetensors(params, dst)
     elif dst.endswith(".ckpt"):
-        save_checkpoint(params, dst)
+        from .model_info import checkpoint_entry, described_or_imagenet
+        info = described_or_imagenet(src, model, num_classes, class_names)
+        save_checkpoint({**params, **checkpoint_entry(info)}, dst)
+        described = (f"; recorded: {info['input_size'][1]}x{info['input_size'][2]} input, "
+                     f"crop_pct {info['crop_pct']:g}, "
+                     f"{'class names' if info['class_names'] else 'no class names'}")
     else:
         raise WeightsError(f"{dst}: destination must end in .ckpt or .safetensors")
     count = sum(int(np.prod(v.shape)) for k, v in params.items() if "moving_" not in k)
     return (f"converted {src} ({fmt}, {len(params)} tensors, {count:,} parameters) -> {dst} "
-            f"as {model} with {num_classes} classes")
+            f"as {model} with {num_classes} classes{described}")

@@ -147,6 +147,15 @@ def test_infer_py_agrees_with_the_flow(cpu_flow, mindir, checkpoint, image_folde
             assert [name for name, _ in prediction["top5"]] == names
             assert np.allclose([p for _, p in prediction["top5"]], probabilities[top], atol=1e-4)
 
+    # postprocess.py's predictions.json names the same top-5 (by the folder names here:
+    # the converted weights record no class names)
+    with open(output / "predictions.json", encoding="utf-8") as f:
+        flow_predictions = json.load(f)
+    assert sorted(p["image"] for p in flow_predictions) == sorted(logits)
+    for prediction in flow_predictions:
+        top = np.argsort(-logits[prediction["image"]], kind="stable")[:5]
+        assert [name for name, _ in prediction["top5"]] == [record["class_names"][i] for i in top]
+
 
 def test_postprocess_names_missing_results(cpu_flow, tmp_path):
     output, _ = cpu_flow
