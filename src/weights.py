@@ -23,8 +23,10 @@ TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".bin")
 BN_TORCH_TO_MS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
                   "running_var": "moving_variance"}
 BN_MS_TO_TORCH = {v: k for k, v in BN_TORCH_TO_MS.items()}
-# Keys of PyTorch checkpoints that are not parameters of the network.
-IGNORED_SUFFIXES = (".total_ops", ".total_params", ".num_batches_tracked")
+# Buffers of PyTorch checkpoints that are not parameters of the network:
+# thop's profiling counters (on every module of the official release files,
+# the root's bare "total_ops" included) and BatchNorm's step counter.
+IGNORED_BUFFERS = ("total_ops", "total_params", "num_batches_tracked")
 # Optimizer / EMA state that MindSpore training checkpoints carry beside the
 # network's parameters.
 TRAINING_STATE_PREFIXES = ("moments.", "accum.", "mean_square.", "mean_grad.", "moment1.",
@@ -113,7 +115,7 @@ def strip_training_state(params):
 def torch_to_mindspore(state_dict):
     """PyTorch names -> MindSpore names; drops profiling and step-count buffers."""
     state_dict = {k[len("module."):] if k.startswith("module.") else k: v
-                  for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+                  for k, v in state_dict.items() if k.rpartition(".")[2] not in IGNORED_BUFFERS}
     bn_layers = {k[:-len(".running_mean")] for k in state_dict if k.endswith(".running_mean")}
     converted = {}
     for key, value in state_dict.items():
