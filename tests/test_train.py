@@ -21,7 +21,7 @@ from src import checkpoint as ckpt
 from src.ghostnetv2 import create_model
 from src.train_utils import (DEVICE_TARGETS, available_device_targets, lr_schedule,
                              parameters_by_name)
-from src.weights import read_weights, save_checkpoint
+from src.weights import read_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
