@@ -203,17 +203,23 @@ def load_weights(net, path, drop_classifier=False):
     drop_classifier: leave the classifier as initialised (fine-tuning to
     another num_classes).
     """
-    import mindspore as ms
     params, fmt = read_weights(path)
+    return load_params(net, params, f"{path} ({fmt})", drop_classifier)
+
+
+def load_params(net, params, source, drop_classifier=False):
+    """Check {MindSpore name: array} against ``net`` and load it (strict);
+    ``source`` names where the weights came from in the summary and errors."""
+    import mindspore as ms
     if drop_classifier:
         params = {k: v for k, v in params.items() if not k.startswith("classifier.")}
         keep = {p.name: p for p in net.get_parameters() if p.name.startswith("classifier.")}
         params.update({k: p.asnumpy() for k, p in keep.items()})
-    compare_to_network(net, params, source=f"weights in {path}")
+    compare_to_network(net, params, source=f"weights in {source}")
     ms.load_param_into_net(net, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in params.items()},
                            strict_load=True)
     note = " (classifier left initialised)" if drop_classifier else ""
-    return f"loaded {len(params)} tensors from {path} ({fmt}){note}"
+    return f"loaded {len(params)} tensors from {source}{note}"
 
 
 PARTIAL_MARK = ".partial-"  # in the names of files atomic_write has not finished
