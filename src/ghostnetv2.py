@@ -32,6 +32,9 @@ from mindspore import nn, ops
 
 from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
                              GateMultiply, GhostTail, SpatialMean)
+from src.teardown import quiet_cell_teardown
+
+quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
 
 __all__ = [
     "GhostNetV2",
