@@ -138,7 +138,8 @@ def latest_checkpoint(output_dir):
 def newest_run_checkpoint(search_dir="outputs"):
     """best.ckpt of the newest run folder under search_dir (the folder whose
     latest checkpoint is newest), else that folder's newest .ckpt; None if none."""
-    paths = glob.glob(os.path.join(search_dir, "**", "*.ckpt"), recursive=True)  # no hidden partials
+    # glob skips hidden names: atomic_write's unfinished .partial- files are never suggested
+    paths = glob.glob(os.path.join(search_dir, "**", "*.ckpt"), recursive=True)
     if not paths:
         return None
     newest = max(paths, key=os.path.getmtime)

@@ -78,8 +78,9 @@ class GhostModule(nn.Module):
         self.primary_conv = nn.Sequential(*conv_bn(in_chs, init, 1, relu=relu))
         self.cheap_operation = nn.Sequential(*conv_bn(init, init, 3, groups=init, relu=relu))
         if attention:
-            self.short_conv = nn.Sequential(
-                *conv_bn(in_chs, out_chs, 1)[:2], *conv_bn(out_chs, out_chs, (1, 5), groups=out_chs)[:2],
+            self.short_conv = nn.Sequential(  # conv + BN, three times (no activation)
+                *conv_bn(in_chs, out_chs, 1)[:2],
+                *conv_bn(out_chs, out_chs, (1, 5), groups=out_chs)[:2],
                 *conv_bn(out_chs, out_chs, (5, 1), groups=out_chs)[:2])
 
     def forward(self, x):
