@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from src.checkpoint import suggest_checkpoint  # noqa: E402
 from src.dataset import (DatasetError, check_trained_classes, create_eval_dataset,  # noqa: E402
                          scan_image_folder)
 from src.evaluation import evaluate  # noqa: E402
@@ -61,7 +62,7 @@ def parse_config(argv=None):
     if not config.data_path:
         raise ConfigError("pass --data_path DIR (DIR/<class>/<images>)")
     if not config.checkpoint_path:
-        raise ConfigError("pass --checkpoint_path FILE (.ckpt, .pth, .pth.tar or .safetensors)")
+        raise ConfigError(suggest_checkpoint(["python", "eval.py", *argv]))
     if config.batch_size <= 0:
         raise ConfigError(f"--batch_size must be > 0, got {config.batch_size}")
     if not 0 < config.crop_pct <= 1:

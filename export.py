@@ -31,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+from src.checkpoint import suggest_checkpoint
 from src.ghostnetv2 import create_model, list_models
 from src.fuse import fuse_bn
 from src.model_info import choose_preprocessing, for_export, print_messages, read_info, \
@@ -53,8 +54,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("--checkpoint_path", required=True,
-                        help=".ckpt, .pth, .pth.tar or .safetensors weights")
+    parser.add_argument("--checkpoint_path", default="",
+                        help=".ckpt, .pth, .pth.tar or .safetensors weights (required)")
     parser.add_argument("--file_format", default="MINDIR", type=str.upper, choices=sorted(FORMATS),
                         help="MINDIR (MindSpore / MindSpore Lite / Ascend 310), AIR (Ascend, "
                              "for ATC), ONNX (onnxruntime and other runtimes)")
@@ -86,6 +87,9 @@ def parse_args(argv=None):
     parser.add_argument("--device_target", default="CPU", choices=DEVICES,
                         help="backend that compiles the graph; AIR needs Ascend")
     args = parser.parse_args(argv)
+    if not args.checkpoint_path:
+        parser.error(suggest_checkpoint(["python", "export.py", *(sys.argv[1:] if argv is None
+                                                                   else argv)]))
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
     return args

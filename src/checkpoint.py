@@ -141,6 +141,35 @@ def latest_checkpoint(output_dir):
     return best_path
 
 
+def newest_run_checkpoint(search_dir="outputs"):
+    """best.ckpt of the newest run folder under search_dir (the folder whose
+    latest checkpoint is newest), else that folder's newest .ckpt; None if none."""
+    # glob skips hidden names: atomic_write's unfinished .partial- files are never suggested
+    paths = glob.glob(os.path.join(search_dir, "**", "*.ckpt"), recursive=True)
+    if not paths:
+        return None
+    newest = max(paths, key=os.path.getmtime)
+    best = os.path.join(os.path.dirname(newest), BEST)
+    return best if os.path.isfile(best) else newest
+
+
+def suggest_checkpoint(command, search_dir="outputs"):
+    """What to tell a user who gave no --checkpoint_path: the newest
+    checkpoint under search_dir and the exact command (``command``, a list of
+    the words typed) that uses it, or how to get a checkpoint."""
+    import shlex
+    path = newest_run_checkpoint(search_dir)
+    if path is None:
+        return (f"pass --checkpoint_path FILE (.ckpt, .pth, .pth.tar or .safetensors); there is "
+                f"no checkpoint under {os.path.abspath(search_dir)}. Train one (python train.py "
+                "--config_path config/ghostnetv2_100_digits.yaml writes "
+                "outputs/ghostnetv2_100_digits/best.ckpt) "
+                "or convert the published weights (python convert_weights.py --src "
+                "ck_ghostnetv2_10.pth.tar --dst ghostnetv2_100.ckpt)")
+    return (f"pass --checkpoint_path FILE; the newest checkpoint under {search_dir}/ is {path}:\n"
+            f"  {shlex.join([*command, '--checkpoint_path', path])}")
+
+
 class CheckpointManager:
     """Writes the checkpoints of one run (a no-op on ranks other than 0).
 

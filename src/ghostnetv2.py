@@ -32,6 +32,9 @@ from mindspore import nn, ops
 
 from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
                              GateMultiply, GhostTail, SpatialMean)
+from src.teardown import quiet_cell_teardown
+
+quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
 
 __all__ = [
     "GhostNetV2",
@@ -370,43 +373,39 @@ class FeaturePyramid(nn.Cell):
 
 # ---------------------------------------------------------------- factories
 
-def _no_pretrained(name, pretrained):
+def _maybe_load_pretrained(name, net, pretrained):
+    """pretrained=True: load weights the user already has (src/pretrained.py;
+    nothing is downloaded). Returns net."""
     if pretrained:
-        raise ValueError(
-            f"{name}: pretrained=True cannot download weights (no network access is assumed). "
-            "Convert the official or timm weights once with "
-            "'python convert_weights.py --src FILE --dst FILE.ckpt' and pass the .ckpt instead.")
+        from src.pretrained import load_pretrained  # src.pretrained imports this module
+        load_pretrained(net, name)
+    return net
 
 
 def ghostnetv2_100(pretrained=False, **kwargs):
     """GhostNetV2 1.0x: 6.16M parameters, 167M MACs, 75.3% ImageNet top-1 (paper)."""
-    _no_pretrained("ghostnetv2_100", pretrained)
-    return GhostNetV2(width=1.0, **kwargs)
+    return _maybe_load_pretrained("ghostnetv2_100", GhostNetV2(width=1.0, **kwargs), pretrained)
 
 
 def ghostnetv2_130(pretrained=False, **kwargs):
     """GhostNetV2 1.3x: 8.96M parameters, 269M MACs, 76.9% ImageNet top-1 (paper)."""
-    _no_pretrained("ghostnetv2_130", pretrained)
-    return GhostNetV2(width=1.3, **kwargs)
+    return _maybe_load_pretrained("ghostnetv2_130", GhostNetV2(width=1.3, **kwargs), pretrained)
 
 
 def ghostnetv2_160(pretrained=False, **kwargs):
     """GhostNetV2 1.6x: 12.39M parameters, 399M MACs, 77.8% ImageNet top-1 (paper)."""
-    _no_pretrained("ghostnetv2_160", pretrained)
-    return GhostNetV2(width=1.6, **kwargs)
+    return _maybe_load_pretrained("ghostnetv2_160", GhostNetV2(width=1.6, **kwargs), pretrained)
 
 
 def ghostnetv2_1x(pretrained=False, **kwargs):
     """The ModelZoo name of GhostNetV2 1.0x."""
-    _no_pretrained("ghostnetv2_1x", pretrained)
-    return GhostNetV2(width=1.0, **kwargs)
+    return _maybe_load_pretrained("ghostnetv2_1x", GhostNetV2(width=1.0, **kwargs), pretrained)
 
 
 def ghostnet_100(pretrained=False, **kwargs):
     """GhostNet (V1) 1.0x: GhostNetV2 without DFC attention (timm's ghostnet_100)."""
-    _no_pretrained("ghostnet_100", pretrained)
     kwargs.setdefault("use_dfc", False)
-    return GhostNetV2(width=1.0, **kwargs)
+    return _maybe_load_pretrained("ghostnet_100", GhostNetV2(width=1.0, **kwargs), pretrained)
 
 
 _MODELS = {fn.__name__: fn for fn in

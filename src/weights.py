@@ -23,8 +23,10 @@ TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".bin")
 BN_TORCH_TO_MS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
                   "running_var": "moving_variance"}
 BN_MS_TO_TORCH = {v: k for k, v in BN_TORCH_TO_MS.items()}
-# Keys of PyTorch checkpoints that are not parameters of the network.
-IGNORED_SUFFIXES = (".total_ops", ".total_params", ".num_batches_tracked")
+# Buffers of PyTorch checkpoints that are not parameters of the network:
+# thop's profiling counters (on every module of the official release files,
+# the root's bare "total_ops" included) and BatchNorm's step counter.
+IGNORED_BUFFERS = ("total_ops", "total_params", "num_batches_tracked")
 # Optimizer / EMA state that MindSpore training checkpoints carry beside the
 # network's parameters.
 TRAINING_STATE_PREFIXES = ("moments.", "accum.", "mean_square.", "mean_grad.", "moment1.",
@@ -116,7 +118,7 @@ def strip_training_state(params):
 def torch_to_mindspore(state_dict):
     """PyTorch names -> MindSpore names; drops profiling and step-count buffers."""
     state_dict = {k[len("module."):] if k.startswith("module.") else k: v
-                  for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+                  for k, v in state_dict.items() if k.rpartition(".")[2] not in IGNORED_BUFFERS}
     bn_layers = {k[:-len(".running_mean")] for k in state_dict if k.endswith(".running_mean")}
     converted = {}
     for key, value in state_dict.items():
@@ -204,17 +206,23 @@ def load_weights(net, path, drop_classifier=False):
     drop_classifier: leave the classifier as initialised (fine-tuning to
     another num_classes).
     """
-    import mindspore as ms
     params, fmt = read_weights(path)
+    return load_params(net, params, f"{path} ({fmt})", drop_classifier)
+
+
+def load_params(net, params, source, drop_classifier=False):
+    """Check {MindSpore name: array} against ``net`` and load it (strict);
+    ``source`` names where the weights came from in the summary and errors."""
+    import mindspore as ms
     if drop_classifier:
         params = {k: v for k, v in params.items() if not k.startswith("classifier.")}
         keep = {p.name: p for p in net.get_parameters() if p.name.startswith("classifier.")}
         params.update({k: p.asnumpy() for k, p in keep.items()})
-    compare_to_network(net, params, source=f"weights in {path}")
+    compare_to_network(net, params, source=f"weights in {source}")
     ms.load_param_into_net(net, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in params.items()},
                            strict_load=True)
     note = " (classifier left initialised)" if drop_classifier else ""
-    return f"loaded {len(params)} tensors from {path} ({fmt}){note}"
+    return f"loaded {len(params)} tensors from {source}{note}"
 
 
 PARTIAL_MARK = ".partial-"  # in the names of files atomic_write has not finished

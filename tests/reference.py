@@ -11,8 +11,9 @@ API (kept stable; other tests import it):
 - ``realistic_timm_model(name, num_classes=1000, seed=0)`` -> a timm
   ``ghostnetv2_100/130/160`` or ``ghostnet_100`` in eval mode whose logits
   depend on the input like a trained network's (see its docstring for why).
-- ``official_checkpoint(model, path, wrapped=True)`` -> writes the model's
-  state_dict the way the official release does (profiling buffers included).
+- ``official_checkpoint(model, path, wrapped=True, legacy_format=False)`` ->
+  writes the model's weights the way the official release was made (thop's
+  profiling buffers on the official module tree, tests/official_model.py).
 - ``port_from_checkpoint(src, dst, name, num_classes=1000)`` -> converts
   ``src`` with convert_weights.py and returns the loaded MindSpore port in
   eval mode.
@@ -187,22 +188,22 @@ def _scale_classifier(model, target_std):
     model.classifier.bias.mul_(scale)
 
 
-def official_checkpoint(model, path, wrapped=True):
-    """Save ``model`` like the official release (ck_ghostnetv2_10.pth.tar).
+def official_checkpoint(model, path, wrapped=True, legacy_format=False):
+    """Save ``model`` (a timm ghostnetv2_* / ghostnet_100) as the authors saved
+    the official release (ck_ghostnetv2_10.pth.tar). Returns path.
 
-    The official files carry thop's profiling buffers: a float64
-    ``<module>.total_ops`` and ``<module>.total_params`` for every module that
-    has weights; some are wrapped in ``{'state_dict': ...}``. Returns path.
+    The weights go into the official module tree and thop's ``profile`` runs
+    over it, as the authors did before saving (tests/official_model.py says
+    why timm's own tree would not do): every module without a thop counting
+    rule, the root included, carries float64 ``total_ops`` / ``total_params``
+    buffers. wrapped: inside ``{'state_dict': ...}`` as some releases are;
+    legacy_format: torch's pre-1.6 (non-zip) serialization.
     """
     import torch
-    state_dict = dict(model.state_dict())
-    for module_name, module in model.named_modules():
-        weights = list(module.parameters(recurse=False))
-        if module_name and weights:
-            count = float(sum(w.numel() for w in weights))
-            state_dict[f"{module_name}.total_ops"] = torch.tensor([count * 49.0], dtype=torch.float64)
-            state_dict[f"{module_name}.total_params"] = torch.tensor([count], dtype=torch.float64)
-    torch.save({"state_dict": state_dict} if wrapped else state_dict, path)
+    from official_model import profiled_state_dict
+    state_dict = profiled_state_dict(model)
+    torch.save({"state_dict": state_dict} if wrapped else state_dict, path,
+               _use_new_zipfile_serialization=not legacy_format)
     return path
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import convert_weights
-from reference import ROOT, official_checkpoint
+from reference import ROOT, official_checkpoint, photos, realistic_timm_model
 from src.weights import WeightsError, convert, infer_model, read_weights, torch_to_mindspore
 
 MODELS = ("ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160", "ghostnet_100")
@@ -45,15 +45,73 @@ def assert_same_weights(path, model):
         np.testing.assert_array_equal(params[key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("wrapped", [False, True], ids=["flat", "wrapped"])
-def test_official_release_format_converts(timm_models, tmp_path, wrapped):
-    model = timm_models["ghostnetv2_100"]
-    src = official_checkpoint(model, tmp_path / "ck_ghostnetv2_10.pth.tar", wrapped=wrapped)
-    assert any(k.endswith(".total_ops") for k in
-               (torch.load(src)["state_dict"] if wrapped else torch.load(src)))
+# The start of the unexpected keys upstream issue #175 quotes for the real
+# ck_ghostnetv2_10.pth.tar (torch's strict load_state_dict lists them in order).
+ISSUE_175_KEYS = [
+    "total_ops", "total_params", "blocks.0.0.total_ops", "blocks.0.0.total_params",
+    "blocks.0.0.ghost1.total_ops", "blocks.0.0.ghost1.total_params",
+    "blocks.0.0.ghost1.gate_fn.total_ops", "blocks.0.0.ghost1.gate_fn.total_params",
+    "blocks.0.0.ghost2.total_ops", "blocks.0.0.ghost2.total_params",
+    "blocks.0.0.ghost2.gate_fn.total_ops", "blocks.0.0.ghost2.gate_fn.total_params",
+    "blocks.1.0.total_ops", "blocks.1.0.total_params", "blocks.1.0.ghost1.total_ops",
+    "blocks.1.0.ghost1.total_params", "blocks.1.0.ghost1.gate_fn.total_ops",
+    "blocks.1.0.ghost1.gate_fn.total_params", "blocks.1.0.ghost2.total_ops",
+    "blocks.1.0.ghost2.total_params", "blocks.1.0.ghost2.gate_fn.total_ops",
+    "blocks.1.0.ghost2.gate_fn.total_params", "blocks.2.0.total_ops"]
+PROFILING_KEYS = ("total_ops", "total_params")
+
+
+def saved_state_dict(path):
+    """The state_dict in a release-like file, read as the port reads it (weights_only)."""
+    saved = torch.load(str(path), map_location="cpu", weights_only=True)
+    return saved.get("state_dict", saved)
+
+
+# Every width; flat and wrapped; torch's zip and legacy (pre-1.6) serialization
+# (wrapped zip files: the eval, export, infer and train tests read them).
+@pytest.mark.parametrize("name, wrapped, legacy_format", [
+    ("ghostnetv2_100", False, False), ("ghostnetv2_130", True, True),
+    ("ghostnetv2_160", False, True)])
+def test_official_release_files_convert(timm_models, tmp_path, name, wrapped, legacy_format):
+    model = timm_models[name]
+    src = official_checkpoint(model, tmp_path / "ck_ghostnetv2.pth.tar", wrapped=wrapped,
+                              legacy_format=legacy_format)
+    with open(src, "rb") as f:  # a zip archive starts with "PK"
+        assert (f.read(2) == b"PK") != legacy_format
+    saved = saved_state_dict(src)
+    profiling = [k for k in saved if k.rpartition(".")[2] in PROFILING_KEYS]
+    assert profiling[:len(ISSUE_175_KEYS)] == ISSUE_175_KEYS  # made as the real files were
+    assert all(saved[k].dtype == torch.float64 for k in profiling)
     status, stderr = run_cli("--src", src, "--dst", tmp_path / "out.ckpt")
     assert status == 0, stderr
     assert_same_weights(tmp_path / "out.ckpt", model)
+
+
+def test_official_module_tree_computes_timms_logits():
+    """The fixtures' official tree (tests/official_model.py) is the same network
+    as timm's: same parameters (strict load) and the same logits (on photographs,
+    through a realistic model: timm's default init barely depends on the input)."""
+    from official_model import from_timm
+    model = realistic_timm_model("ghostnetv2_100", num_classes=10)
+    images = torch.from_numpy(photos(2, (64, 96)))
+    with torch.no_grad():
+        expected = model(images)
+        actual = from_timm(model)(images)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_official_release_file_with_a_real_extra_or_missing_parameter_is_refused(
+        timm_models, tmp_path):
+    """Profiling buffers are skipped, parameters are not: a file that lacks one
+    or has one the model does not is still a listed error."""
+    src = official_checkpoint(timm_models["ghostnetv2_100"], tmp_path / "ck.pth.tar")
+    saved = torch.load(str(src), weights_only=True)
+    del saved["state_dict"]["blocks.3.0.se.conv_reduce.weight"]
+    saved["state_dict"]["blocks.0.0.ghost1.gate_fn.weight"] = torch.zeros(3)
+    torch.save(saved, str(src))
+    assert_refused(tmp_path, src, "out.ckpt",
+                   ["1 missing, 1 unexpected", "missing: blocks.3.0.se.conv_reduce.weight",
+                    "unexpected: blocks.0.0.ghost1.gate_fn.weight"])
 
 
 def test_safetensors_converts_without_torch(timm_models, tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 import eval as eval_script
 from src.ghostnetv2 import create_model
 from src.train_utils import DEVICE_TARGETS, available_device_targets
-from src.weights import save_checkpoint, save_safetensors
+from src.weights import mindspore_to_torch, save_checkpoint, save_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # class c has COUNTS[c] images: 33 in all, so batch 8 leaves a remainder of 1
@@ -46,7 +46,20 @@ def known_case(tmp_path_factory):
     params["classifier.bias"][:] = BIASES
     save_checkpoint(params, str(root / "known.ckpt"))
     save_safetensors(params, str(root / "known.safetensors"))
+    official_release_file(params, root / "ck_ghostnetv2_10.pth.tar")
     return root
+
+
+def official_release_file(params, path):
+    """The port's parameters as the official release files were made (thop's
+    profiling buffers on every module, root included; tests/official_model.py)."""
+    import timm
+    import torch
+    from reference import official_checkpoint
+    model = timm.create_model("ghostnetv2_100", num_classes=len(COUNTS))
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
+                           mindspore_to_torch(params).items()}, strict=True)
+    return official_checkpoint(model, path)
 
 
 def missing_device():
@@ -67,8 +80,9 @@ def check(result):
 
 
 def test_known_top1_top5_and_every_image_counted(known_case, capsys):
+    """From an official-release-like .pth.tar (converted in memory)."""
     code = eval_script.main(["--device_target", "CPU", "--data_path", str(known_case / "data"),
-                             "--checkpoint_path", str(known_case / "known.ckpt"),
+                             "--checkpoint_path", str(known_case / "ck_ghostnetv2_10.pth.tar"),
                              "--image_size", "64", "--batch_size", "8"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0

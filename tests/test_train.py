@@ -21,7 +21,7 @@ from src import checkpoint as ckpt
 from src.ghostnetv2 import create_model
 from src.train_utils import (DEVICE_TARGETS, available_device_targets, lr_schedule,
                              parameters_by_name)
-from src.weights import read_weights, save_checkpoint
+from src.weights import read_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
@@ -213,15 +213,21 @@ def test_overflow_steps_skipped_only_with_dynamic_loss_scale(tiny, tmp_path):
     assert trainer.nonfinite_is_fatal(1)
 
 def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog):
-    source = create_model("ghostnetv2_100", num_classes=10)
-    params = {p.name: p.asnumpy() for p in source.get_parameters()}
-    save_checkpoint(params, str(tmp_path / "ten.ckpt"))
-    config = train.parse_config(argv(tiny, "--pretrained", str(tmp_path / "ten.ckpt")))
+    """Fine-tuning from a 10-class file made as the official release files are
+    (thop's profiling buffers, wrapped in 'state_dict') to 3 classes."""
+    import timm
+    from reference import official_checkpoint
+    source = timm.create_model("ghostnetv2_100", num_classes=10).eval()
+    path = official_checkpoint(source, tmp_path / "ck_ghostnetv2_10.pth.tar")
+    config = train.parse_config(argv(tiny, "--pretrained", str(path)))
     with caplog.at_level("INFO", logger="train"):
         net = train.build_network(config)
-    assert "classifier dropped" in caplog.text and "ten.ckpt" in caplog.text
+    assert "classifier dropped" in caplog.text and "ck_ghostnetv2_10.pth.tar" in caplog.text
     loaded = parameters_by_name(net)
-    np.testing.assert_array_equal(loaded["conv_stem.weight"].asnumpy(), params["conv_stem.weight"])
+    np.testing.assert_array_equal(loaded["conv_stem.weight"].asnumpy(),
+                                  source.conv_stem.weight.detach().numpy())
+    np.testing.assert_array_equal(loaded["blocks.9.0.bn1.moving_variance"].asnumpy(),
+                                  source.blocks[9][0].bn1.running_var.numpy())
     assert tuple(loaded["classifier.weight"].shape) == (3, 1280)
 
 
