@@ -190,6 +190,12 @@ class Trainer:
             raise ConfigError(f"{config.data_path} has {len(class_names)} classes but "
                               f"--num_classes is {config.num_classes}; pass --num_classes "
                               f"{len(class_names)}")
+        if len(class_names) < config.num_classes:
+            # a fine-tune that forgot --num_classes keeps the file's 1000 outputs
+            _logger.warning("%s has %d classes but --num_classes is %d: the classifier keeps %d "
+                            "outputs; pass --num_classes %d to fit it to the data",
+                            config.data_path, len(class_names), config.num_classes,
+                            config.num_classes, len(class_names))
         self.val_data = None
         if config.val_data_path:
             self.val_data, _ = create_eval_dataset(

@@ -15,7 +15,10 @@ optimization (lr, warmup, schedule, EMA off) and takes only what the data
 dictates from the digits recipe: 64x64 images, no eval crop, no flips, mild
 crops. A finished run is reused, an interrupted one resumed (--resume auto):
 rerunning after a stop continues where it was; --runs picks some of the runs
-(e.g. half and scratch in two processes, then finetune).
+(e.g. half and scratch in two processes, then finetune; start the second
+process once the first has written the data: two writing it at once collide).
+MindSpore reads the network's source when it compiles: do not edit src/ while
+a run compiles (or run from a copy of the tree, with --root pointing here).
 """
 import argparse
 import json
