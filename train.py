@@ -150,6 +150,11 @@ def build_network(config):
     check_image_size(net, config.image_size)
     if config.pretrained:
         path = os.path.abspath(os.path.expanduser(config.pretrained))
+        if not os.path.isfile(path):
+            raise ConfigError(f"--pretrained: weights file not found: {path}. Pass the file to "
+                              "start from (the official ck_ghostnetv2_10.pth.tar, timm's "
+                              "model.safetensors or a .ckpt), or --pretrained '' to train from "
+                              "scratch")
         params, _ = read_weights(path)
         file_classes = classifier_classes(params)
         drop = file_classes != config.num_classes

@@ -259,6 +259,7 @@ def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog, 
     (["--warmup_epochs", "9"], "--warmup_epochs (9) must not exceed --epoch_size"),
     (["--data_path", "/nonexistent/data"], "data folder not found: /nonexistent/data"),
     (["--resume", "/nonexistent/x.ckpt"], "checkpoint not found"),
+    (["--pretrained", "/nonexistent/ck.pth.tar"], "--pretrained: weights file not found"),
 ])
 def test_misuse_is_a_clear_error(tiny, tmp_path, capsys, extra, message):
     missing = [d for d in DEVICE_TARGETS if d not in available_device_targets()]
