@@ -13,7 +13,8 @@ then prints val top-1 per epoch of each run (from its metrics.jsonl) and the
 epochs each needed to reach 98% and 99%. The fine-tune keeps its recipe's
 optimization (lr, warmup, schedule, EMA off) and takes only what the data
 dictates from the digits recipe: 64x64 images, no eval crop, no flips, mild
-crops. A finished run is reused, an interrupted one resumed (--resume auto):
+crops. --finetune_lr LR fine-tunes with another lr instead (into
+finetune_lr<LR>/; the table shows every fine-tune run there is). A finished run is reused, an interrupted one resumed (--resume auto):
 rerunning after a stop continues where it was; --runs picks some of the runs
 (e.g. half and scratch in two processes, then finetune; start the second
 process once the first has written the data: two writing it at once collide).
@@ -66,12 +67,17 @@ def read_metrics(output_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def train_command(run, root, full, half, epochs):
+def run_name(run, finetune_lr):
+    """The run's folder under the root: finetune_lr<LR> for a fine-tune at another lr."""
+    return f"finetune_lr{finetune_lr:g}" if run == "finetune" and finetune_lr else run
+
+
+def train_command(run, root, full, half, epochs, finetune_lr):
     data = {"half": half}.get(run, full)
     command = [sys.executable, os.path.join(ROOT, "train.py"),
                "--data_path", os.path.join(data, "train"),
-               "--val_data_path", os.path.join(data, "val"),
-               "--epoch_size", str(epochs), "--output_dir", os.path.join(root, run)]
+               "--val_data_path", os.path.join(data, "val"), "--epoch_size", str(epochs),
+               "--output_dir", os.path.join(root, run_name(run, finetune_lr))]
     if run == "half":
         return command + ["--config_path", DIGITS_RECIPE, "--num_classes", "5"]
     if run == "scratch":
@@ -79,18 +85,20 @@ def train_command(run, root, full, half, epochs):
     pretrained = os.path.join(root, "half", "last.ckpt")
     if not os.path.isfile(pretrained):
         sys.exit(f"finetune: {pretrained} is missing; run 'half' first (--runs half)")
+    if finetune_lr:
+        command += ["--lr", str(finetune_lr)]
     return command + ["--config_path", FINETUNE_RECIPE, "--num_classes", "10",
                       "--pretrained", pretrained] + DIGITS_DATA_FLAGS
 
 
-def run_training(run, root, full, half, epochs):
+def run_training(run, root, full, half, epochs, finetune_lr=None):
     """Train (or resume, or reuse) one run; returns its wall time this call (None: reused)."""
-    output_dir = os.path.join(root, run)
+    output_dir = os.path.join(root, run_name(run, finetune_lr))
     records = read_metrics(output_dir)
     if records and records[-1]["epoch"] >= epochs:
         print(f"{run}: reusing the finished run in {output_dir}", flush=True)
         return None
-    command = train_command(run, root, full, half, epochs)
+    command = train_command(run, root, full, half, epochs, finetune_lr)
     if records or os.path.isdir(output_dir):
         command += ["--resume", "auto"]
     print(f"{run}: {' '.join(command)}", flush=True)
@@ -117,17 +125,20 @@ def wall_seconds(output_dir):
 
 def table(root):
     """The per-epoch val top-1 of the three runs as a Markdown table, then the summary."""
-    records = {run: read_metrics(os.path.join(root, run)) for run in RUNS}
+    finetunes = sorted(name for name in os.listdir(root) if name.startswith("finetune"))
+    runs = ["half"] + finetunes + ["scratch"]
+    records = {run: read_metrics(os.path.join(root, run)) for run in runs}
     by_epoch = {run: {r["epoch"]: r.get("top1") for r in recs} for run, recs in records.items()}
-    lines = ["| epoch | half: 0-4 from scratch | finetune: 0-9 from half | scratch: 0-9 |",
-             "|---|---|---|---|"]
+    titles = {"half": "half: 0-4 from scratch", "scratch": "scratch: 0-9"}
+    lines = ["| epoch | " + " | ".join(titles.get(run, f"{run}: 0-9 from half") for run in runs)
+             + " |", "|---" * (len(runs) + 1) + "|"]
     last = max((r["epoch"] for recs in records.values() for r in recs), default=0)
     for epoch in range(1, last + 1):
         cells = [f"{by_epoch[run][epoch]:.2%}" if by_epoch[run].get(epoch) is not None else "-"
-                 for run in RUNS]
+                 for run in runs]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     lines.append("")
-    for run in RUNS:
+    for run in runs:
         reached = ", ".join(f"{t:.0%} after {epochs_to(records[run], t) or 'not reached'}"
                             for t in THRESHOLDS)
         times = [r.get("epoch_time") or 0 for r in records[run]]
@@ -145,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=12, help="epochs of each run")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                         help="which runs to train (the table shows all that exist)")
+    parser.add_argument("--finetune_lr", type=float, default=None,
+                        help="fine-tune with this lr instead of the recipe's")
     parser.add_argument("--table_only", action="store_true", help="train nothing, print the table")
     args = parser.parse_args(argv)
     root = os.path.abspath(args.root)
@@ -152,7 +165,7 @@ def main(argv=None):
         full, half = make_data(root)
         for run in RUNS:
             if run in args.runs:
-                run_training(run, root, full, half, args.epochs)
+                run_training(run, root, full, half, args.epochs, args.finetune_lr)
     print(table(root))
 
 
