@@ -126,6 +126,11 @@ def test_train_interrupt_resume_finish(tiny, capsys):
         for name in ("classifier.weight", "blocks.8.3.ghost2.primary_conv.1.moving_mean"):
             np.testing.assert_array_equal(loaded[name].asnumpy(),
                                           saved[f"ema.{name}" if ema else name], err_msg=name)
+    # a detection backbone (features_only) keeps the names: the same file loads into it
+    backbone = mindcv.create_model("ghostnetv2_100", num_classes=3, features_only=True,
+                                   checkpoint_path=latest, ema=True)
+    name = "blocks.6.4.ghost1.primary_conv.0.weight"
+    np.testing.assert_array_equal(parameters_by_name(backbone)[name].asnumpy(), saved[f"ema.{name}"])
 
     # --- a fresh run over it is refused; --resume auto finishes the same schedule.
     # (EMA and validation off from here: each costs a graph compilation, and
