@@ -156,7 +156,9 @@ def test_one_training_step_through_mindcvs_trainer(pynative):
     """mindcv's train.py as a new user runs it (--model ghostnetv2_100
     --drop_rate 0.2 --drop_path_rate 0.1 --ema): its create_model call, loss,
     optimizer and create_trainer (TrainStep with EMA); one step at 64x96,
-    batch 2. The weights move, the loss is finite, the EMA copy exists."""
+    batch 2. The weights move, the loss is finite, the EMA copy exists.
+    In PyNative mode (mindcv's --mode 1): GRAPH_MODE (its default) costs a
+    ~65 s compile here; the same step also runs there (checked by hand)."""
     args = mindcv_args(drop_rate=0.2, drop_path_rate=0.1, ema=True)
     network = create_like_mindcv_train(args, num_classes=4)
     loss = mindcv.create_loss(name="CE", reduction="mean", label_smoothing=0.1, aux_factor=0.0)
