@@ -152,6 +152,11 @@ def build_network(config):
     check_image_size(net, config.image_size)
     if config.pretrained:
         path = os.path.abspath(os.path.expanduser(config.pretrained))
+        if not os.path.isfile(path):
+            raise ConfigError(f"--pretrained: weights file not found: {path}. Pass the file to "
+                              "start from (the official ck_ghostnetv2_10.pth.tar, timm's "
+                              "model.safetensors or a .ckpt), or --pretrained '' to train from "
+                              "scratch")
         params, _ = read_weights(path)
         file_classes = classifier_classes(params)
         drop = file_classes != config.num_classes
@@ -194,6 +199,12 @@ class Trainer:
                               f"{len(class_names)}")
         # what eval.py, infer.py and export.py need, in every checkpoint
         self.checkpoints.info = from_train_config(config, class_names)
+        if len(class_names) < config.num_classes:
+            # a fine-tune that forgot --num_classes keeps the file's 1000 outputs
+            _logger.warning("%s has %d classes but --num_classes is %d: the classifier keeps %d "
+                            "outputs; pass --num_classes %d to fit it to the data",
+                            config.data_path, len(class_names), config.num_classes,
+                            config.num_classes, len(class_names))
         self.val_data = None
         if config.val_data_path:
             self.val_data, _ = create_eval_dataset(

@@ -68,10 +68,11 @@ STAGES = (
 # The official model gives the first two bottlenecks no DFC attention.
 FIRST_DFC_BLOCK = 2
 HEAD_CHANNELS = 1280
-# Stages whose outputs are the stride 4, 8, 16 and 32 feature maps (the last
-# layer at each resolution; index 9 is the final 1x1 conv stage).
-PYRAMID_STAGES = (2, 4, 6, 9)
-PYRAMID_STRIDES = (4, 8, 16, 32)
+DEFAULT_DROPOUT = 0.2  # the paper's classifier dropout
+# The feature maps for detection / segmentation necks (mindcv's features_only):
+# the stem's output at stride 2, then the last stage at each of the strides 4,
+# 8, 16 and 32 (index 9 is the final 1x1 conv stage).
+FEATURE_STAGES = (2, 4, 6, 9)
 
 
 def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
@@ -214,7 +215,7 @@ class GhostBottleneck(nn.Cell):
     (linear) -> + shortcut."""
 
     def __init__(self, in_channels, mid_channels, out_channels, kernel_size=3, stride=1,
-                 se_ratio=0.0, dfc_kernel_size=0):
+                 se_ratio=0.0, dfc_kernel_size=0, drop_path=0.0):
         super().__init__()
         self.ghost1 = GhostModule(in_channels, mid_channels, relu=True,
                                   dfc_kernel_size=dfc_kernel_size)
@@ -226,7 +227,12 @@ class GhostBottleneck(nn.Cell):
         self.has_se = se_ratio > 0
         if self.has_se:
             self.se = SqueezeExcite(mid_channels, se_ratio)
-        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False, takes_residual=True)
+        # Stochastic depth drops the residual branch (ghost2's output) before
+        # the shortcut is added, so ghost2 cannot add it itself (nor its fused
+        # kernel); without it the shortcut goes into ghost2 as before.
+        self.drop_path = _drop_path_cell(drop_path) if drop_path > 0 else None
+        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False,
+                                  takes_residual=self.drop_path is None)
         self.identity_shortcut = in_channels == out_channels and stride == 1
         if not self.identity_shortcut:
             self.shortcut = nn.SequentialCell([
@@ -242,9 +248,22 @@ class GhostBottleneck(nn.Cell):
             out = self.bn_dw(self.conv_dw(out))
         if self.has_se:
             out = self.se(out)
-        if self.identity_shortcut:
-            return self.ghost2(out, x)
-        return self.ghost2(out, self.shortcut(x))
+        shortcut = x if self.identity_shortcut else self.shortcut(x)
+        if self.drop_path is None:
+            return self.ghost2(out, shortcut)
+        return self.drop_path(self.ghost2(out)) + shortcut
+
+
+def _drop_path_cell(rate):
+    """mindcv's DropPath: per sample, the whole branch zeroed with probability
+    ``rate`` in training and the kept ones scaled by 1 / (1 - rate); identity
+    in evaluation."""
+    try:
+        from mindcv.models.layers import DropPath
+    except ImportError:
+        raise ImportError("drop_path_rate > 0 uses mindcv's DropPath: pip install mindcv==0.3.0 "
+                          "(requirements.txt)") from None
+    return DropPath(rate)
 
 
 class ConvBnAct(nn.Cell):
@@ -266,19 +285,37 @@ class GhostNetV2(nn.Cell):
         width: channel multiplier (1.0, 1.3, 1.6 in the paper; any > 0 works).
         num_classes: classifier outputs; 0 drops the classifier (returns the
             1280-d pre-logits).
-        dropout: dropout rate before the classifier (0.2 in the paper).
+        dropout: dropout rate before the classifier (0.2 in the paper; the
+            official model's name for it).
         in_channels: input image channels.
         use_dfc: DFC attention on (GhostNetV2) or off (GhostNet V1).
         dfc_kernel_size: K of the 1xK / Kx1 DFC convolutions (5 in the paper).
+        drop_rate: mindcv's and timm's name for ``dropout`` (pass either).
+        drop_path_rate: stochastic depth on the bottlenecks' residual branch,
+            rising linearly with the block index i of the 16 bottlenecks:
+            ``drop_path_rate * i / 16`` (timm's EfficientNet / MobileNetV3
+            rule; the first bottleneck never drops). 0 (default) = off.
+
+    For detection and segmentation necks, mindcv's convention: ``feature_info``
+    lists the feature maps (``chs``, ``reduction``, ``name``) at strides 2, 4,
+    8, 16, 32 (the stem, then the last layer at each resolution);
+    ``forward_pyramid`` returns them, FeaturePyramid wraps the network so that
+    calling it does (what ``features_only=True`` builds).
     """
 
-    def __init__(self, width=1.0, num_classes=1000, dropout=0.2, in_channels=3, use_dfc=True,
-                 dfc_kernel_size=5):
+    # mindcv's FeatureExtractWrapper: look into the SequentialCell 'blocks'
+    # for the feature_info names ('blocks.2', ...).
+    flatten_sequential = True
+
+    def __init__(self, width=1.0, num_classes=1000, dropout=None, in_channels=3, use_dfc=True,
+                 dfc_kernel_size=5, drop_rate=None, drop_path_rate=0.0):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         if use_dfc and (dfc_kernel_size < 1 or dfc_kernel_size % 2 == 0):
             raise ValueError(f"dfc_kernel_size must be a positive odd number, got {dfc_kernel_size}")
+        dropout = _classifier_dropout(dropout, drop_rate)
+        _check_rate("drop_path_rate", drop_path_rate)
         self.width = width
         self.num_classes = num_classes
         self.use_dfc = use_dfc
@@ -289,23 +326,27 @@ class GhostNetV2(nn.Cell):
         stem_channels = make_divisible(16 * width)
         self.conv_stem = conv2d(in_channels, stem_channels, 3, stride=2)
         self.bn1 = BatchNorm2d(stem_channels, relu=True)  # BN + ReLU
+        reduction = 2
+        self.feature_info = [dict(chs=stem_channels, reduction=reduction, name="bn1")]
 
+        num_blocks = sum(len(stage) for stage in STAGES)
         stages, channels, block_index = [], stem_channels, 0
-        self.stage_channels = []
         for stage in STAGES:
             layers = []
             for kernel, mid, out, se_ratio, stride in stage:
                 dfc = dfc_kernel_size if use_dfc and block_index >= FIRST_DFC_BLOCK else 0
                 out_channels = make_divisible(out * width)
                 layers.append(GhostBottleneck(channels, make_divisible(mid * width), out_channels,
-                                              kernel, stride, se_ratio, dfc))
+                                              kernel, stride, se_ratio, dfc,
+                                              drop_path_rate * block_index / num_blocks))
                 channels = out_channels
+                reduction *= stride
                 block_index += 1
+            self._add_feature_info(len(stages), channels, reduction)
             stages.append(nn.SequentialCell(layers))
-            self.stage_channels.append(channels)
         self.num_features = make_divisible(STAGES[-1][-1][1] * width)
+        self._add_feature_info(len(stages), self.num_features, reduction)
         stages.append(nn.SequentialCell([ConvBnAct(channels, self.num_features)]))
-        self.stage_channels.append(self.num_features)
         self.blocks = nn.SequentialCell(stages)
 
         self.global_pool = SpatialMean()
@@ -314,10 +355,10 @@ class GhostNetV2(nn.Cell):
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
         self.classifier = nn.Dense(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
 
-    @property
-    def pyramid_channels(self):
-        """Channels of the stride 4, 8, 16, 32 maps of forward_pyramid."""
-        return tuple(self.stage_channels[i] for i in PYRAMID_STAGES)
+    def _add_feature_info(self, stage_index, channels, reduction):
+        if stage_index in FEATURE_STAGES:
+            self.feature_info.append(dict(chs=channels, reduction=reduction,
+                                          name=f"blocks.{stage_index}"))
 
     def check_input(self, x):
         height, width = x.shape[2], x.shape[3]
@@ -334,13 +375,14 @@ class GhostNetV2(nn.Cell):
         """The stride-32 feature map before global pooling (num_features channels)."""
         return self.blocks(self.stem(x))
 
-    def forward_pyramid(self, x):
-        """Feature maps at strides 4, 8, 16, 32 (for detection / segmentation necks)."""
+    def forward_pyramid(self, x, out_indices=(0, 1, 2, 3, 4)):
+        """The feature maps of feature_info at ``out_indices`` (0: stride 2,
+        1: stride 4, ..., 4: stride 32), as a tuple in that order."""
         x = self.stem(x)
-        features = ()
+        features = (x,) if 0 in out_indices else ()
         for i, stage in enumerate(self.blocks):
             x = stage(x)
-            if i in PYRAMID_STAGES:
+            if i in FEATURE_STAGES and FEATURE_STAGES.index(i) + 1 in out_indices:
                 features += (x,)
         return features
 
@@ -358,54 +400,91 @@ class GhostNetV2(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-class FeaturePyramid(nn.Cell):
-    """Wraps a GhostNetV2 so that calling it returns the stride 4/8/16/32 maps."""
+def _check_rate(name, rate):
+    if not 0 <= rate < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}")
 
-    def __init__(self, net):
-        super().__init__()
+
+def _classifier_dropout(dropout, drop_rate):
+    """The classifier dropout, named as the official model does (dropout) or as
+    mindcv and timm do (drop_rate); 0.2 (the paper's) when neither is given."""
+    if dropout is not None and drop_rate is not None and dropout != drop_rate:
+        raise ValueError(f"dropout={dropout} and drop_rate={drop_rate} both set the classifier "
+                         "dropout; pass only one of them")
+    rate = next((r for r in (dropout, drop_rate) if r is not None), DEFAULT_DROPOUT)
+    _check_rate("drop_rate (dropout)", rate)
+    return rate
+
+
+class FeaturePyramid(nn.Cell):
+    """A GhostNetV2 whose call returns feature maps (what ``features_only=True``
+    builds): those of ``net.feature_info`` at ``out_indices`` (default all
+    five, strides 2 to 32, as mindcv's), as a tuple.
+
+    ``out_channels`` (mindcv's name) and ``feature_info`` describe the returned
+    maps. The parameters keep the network's names (no prefix), so checkpoints
+    of the classifier load into it, and fuse_bn works on it.
+    """
+
+    def __init__(self, net, out_indices=(0, 1, 2, 3, 4)):
+        super().__init__(auto_prefix=False)
+        out_indices = tuple(out_indices)
+        known = range(len(net.feature_info))
+        if not out_indices or any(i not in known for i in out_indices) \
+                or list(out_indices) != sorted(set(out_indices)):
+            raise ValueError(f"out_indices must be increasing indices of feature_info (0-"
+                             f"{len(known) - 1}: strides "
+                             f"{', '.join(str(f['reduction']) for f in net.feature_info)}), "
+                             f"got {list(out_indices)}")
         self.net = net
-        self.channels = net.pyramid_channels
-        self.strides = PYRAMID_STRIDES
+        self.out_indices = out_indices
+        self.feature_info = [net.feature_info[i] for i in out_indices]
+
+    @property
+    def out_channels(self):
+        return [info["chs"] for info in self.feature_info]
 
     def construct(self, x):
-        return self.net.forward_pyramid(x)
+        return self.net.forward_pyramid(x, self.out_indices)
 
 
 # ---------------------------------------------------------------- factories
 
-def _maybe_load_pretrained(name, net, pretrained):
-    """pretrained=True: load weights the user already has (src/pretrained.py;
-    nothing is downloaded). Returns net."""
-    if pretrained:
+def _build(name, pretrained, features_only=False, out_indices=(0, 1, 2, 3, 4), **kwargs):
+    """The factories' common path: the network, its weights, and (mindcv's
+    ``features_only=True``) the FeaturePyramid returning the maps at
+    ``out_indices`` instead of logits. Weights load before the wrapping."""
+    net = GhostNetV2(**kwargs)
+    if pretrained:  # weights the user already has (src/pretrained.py); nothing is downloaded
         from src.pretrained import load_pretrained  # src.pretrained imports this module
         load_pretrained(net, name)
-    return net
+    return FeaturePyramid(net, out_indices) if features_only else net
 
 
 def ghostnetv2_100(pretrained=False, **kwargs):
     """GhostNetV2 1.0x: 6.16M parameters, 167M MACs, 75.3% ImageNet top-1 (paper)."""
-    return _maybe_load_pretrained("ghostnetv2_100", GhostNetV2(width=1.0, **kwargs), pretrained)
+    return _build("ghostnetv2_100", pretrained, width=1.0, **kwargs)
 
 
 def ghostnetv2_130(pretrained=False, **kwargs):
     """GhostNetV2 1.3x: 8.96M parameters, 269M MACs, 76.9% ImageNet top-1 (paper)."""
-    return _maybe_load_pretrained("ghostnetv2_130", GhostNetV2(width=1.3, **kwargs), pretrained)
+    return _build("ghostnetv2_130", pretrained, width=1.3, **kwargs)
 
 
 def ghostnetv2_160(pretrained=False, **kwargs):
     """GhostNetV2 1.6x: 12.39M parameters, 399M MACs, 77.8% ImageNet top-1 (paper)."""
-    return _maybe_load_pretrained("ghostnetv2_160", GhostNetV2(width=1.6, **kwargs), pretrained)
+    return _build("ghostnetv2_160", pretrained, width=1.6, **kwargs)
 
 
 def ghostnetv2_1x(pretrained=False, **kwargs):
     """The ModelZoo name of GhostNetV2 1.0x."""
-    return _maybe_load_pretrained("ghostnetv2_1x", GhostNetV2(width=1.0, **kwargs), pretrained)
+    return _build("ghostnetv2_1x", pretrained, width=1.0, **kwargs)
 
 
 def ghostnet_100(pretrained=False, **kwargs):
     """GhostNet (V1) 1.0x: GhostNetV2 without DFC attention (timm's ghostnet_100)."""
     kwargs.setdefault("use_dfc", False)
-    return _maybe_load_pretrained("ghostnet_100", GhostNetV2(width=1.0, **kwargs), pretrained)
+    return _build("ghostnet_100", pretrained, width=1.0, **kwargs)
 
 
 _MODELS = {fn.__name__: fn for fn in

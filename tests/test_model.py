@@ -114,19 +114,19 @@ def test_feature_pyramid_strides_and_channels(name):
     net = create_model(name)
     net.set_train(False)
     height, width = 100, 136  # not multiples of 32: every stride-2 layer rounds up
-    pyramid = FeaturePyramid(net)
-    assert pyramid.strides == (4, 8, 16, 32)
-    assert pyramid.channels == net.pyramid_channels
+    pyramid = FeaturePyramid(net, out_indices=(1, 2, 3, 4))
+    assert [f["reduction"] for f in pyramid.feature_info] == [4, 8, 16, 32]
     features = pyramid(images(height, width))
     assert len(features) == 4
-    for feature, stride, channels in zip(features, pyramid.strides, net.pyramid_channels):
-        halvings = int(np.log2(stride))
-        assert feature.shape == (1, channels, ceil_halvings(height, halvings),
+    for feature, info in zip(features, pyramid.feature_info):
+        halvings = int(np.log2(info["reduction"]))
+        assert feature.shape == (1, info["chs"], ceil_halvings(height, halvings),
                                  ceil_halvings(width, halvings))
     # the last map is what the classifier head pools
-    assert net.pyramid_channels[-1] == net.num_features
-    expected = tuple(make_divisible(c * net.width) for c in (24, 40, 112, 960))
-    assert net.pyramid_channels == expected
+    assert pyramid.out_channels[-1] == net.num_features
+    expected = [make_divisible(c * net.width) for c in (24, 40, 112, 960)]
+    assert pyramid.out_channels == expected
+    assert net.feature_info[0] == dict(chs=make_divisible(16 * net.width), reduction=2, name="bn1")
 
 
 def test_dfc_kernel_size_sets_the_short_conv_kernels():

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import mindcv
 import mindspore as ms
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from src import checkpoint as ckpt
 from src.ghostnetv2 import create_model
 from src.train_utils import (DEVICE_TARGETS, available_device_targets, lr_schedule,
                              parameters_by_name)
-from src.weights import read_weights
+from src.weights import read_weights, save_checkpoint
+from reference import official_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
@@ -115,6 +117,20 @@ def test_train_interrupt_resume_finish(tiny, capsys):
     # --- the EMA weights are what validation scored and what loads as weights
     ema_weights, _ = read_weights(latest)
     np.testing.assert_array_equal(ema_weights["conv_stem.weight"], saved["ema.conv_stem.weight"])
+    # ... and mindcv's loader reads the same file (its train.py / validate.py:
+    # create_model(checkpoint_path=..., ema=...)): the EMA or the raw weights
+    assert not np.array_equal(saved["ema.classifier.weight"], saved["classifier.weight"])
+    for ema in (True, False):
+        net = mindcv.create_model("ghostnetv2_100", num_classes=3, checkpoint_path=latest, ema=ema)
+        loaded = parameters_by_name(net)
+        for name in ("classifier.weight", "blocks.8.3.ghost2.primary_conv.1.moving_mean"):
+            np.testing.assert_array_equal(loaded[name].asnumpy(),
+                                          saved[f"ema.{name}" if ema else name], err_msg=name)
+    # a detection backbone (features_only) keeps the names: the same file loads into it
+    backbone = mindcv.create_model("ghostnetv2_100", num_classes=3, features_only=True,
+                                   checkpoint_path=latest, ema=True)
+    name = "blocks.6.4.ghost1.primary_conv.0.weight"
+    np.testing.assert_array_equal(parameters_by_name(backbone)[name].asnumpy(), saved[f"ema.{name}"])
 
     # --- a fresh run over it is refused; --resume auto finishes the same schedule.
     # (EMA and validation off from here: each costs a graph compilation, and
@@ -212,22 +228,32 @@ def test_overflow_steps_skipped_only_with_dynamic_loss_scale(tiny, tmp_path):
     config.loss_scale_type = "fixed"
     assert trainer.nonfinite_is_fatal(1)
 
-def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog):
-    """Fine-tuning from a 10-class file made as the official release files are
-    (thop's profiling buffers, wrapped in 'state_dict') to 3 classes."""
+def ten_class_weights(path):
+    """Random 10-class weights at path: a MindSpore .ckpt, or a file in the
+    official release format (a timm model saved like ck_ghostnetv2_10.pth.tar).
+    Returns the MindSpore-named parameters."""
+    if path.endswith(".ckpt"):
+        params = {p.name: p.asnumpy() for p in
+                  create_model("ghostnetv2_100", num_classes=10).get_parameters()}
+        save_checkpoint(params, path)
+        return params
     import timm
-    from reference import official_checkpoint
-    source = timm.create_model("ghostnetv2_100", num_classes=10).eval()
-    path = official_checkpoint(source, tmp_path / "ck_ghostnetv2_10.pth.tar")
-    config = train.parse_config(argv(tiny, "--pretrained", str(path)))
+    official_checkpoint(timm.create_model("ghostnetv2_100", num_classes=10), path)
+    return read_weights(path)[0]
+
+
+@pytest.mark.parametrize("file_name", ["ten.ckpt", "ck_ghostnetv2_10.pth.tar"])
+def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog, file_name):
+    """Fine-tuning's start (--pretrained FILE --num_classes 3), from the
+    port's own checkpoint and from the official release format."""
+    params = ten_class_weights(str(tmp_path / file_name))
+    config = train.parse_config(argv(tiny, "--pretrained", str(tmp_path / file_name)))
     with caplog.at_level("INFO", logger="train"):
         net = train.build_network(config)
-    assert "classifier dropped" in caplog.text and "ck_ghostnetv2_10.pth.tar" in caplog.text
+    assert "classifier dropped" in caplog.text and file_name in caplog.text
     loaded = parameters_by_name(net)
-    np.testing.assert_array_equal(loaded["conv_stem.weight"].asnumpy(),
-                                  source.conv_stem.weight.detach().numpy())
-    np.testing.assert_array_equal(loaded["blocks.9.0.bn1.moving_variance"].asnumpy(),
-                                  source.blocks[9][0].bn1.running_var.numpy())
+    for name in ("conv_stem.weight", "blocks.9.0.bn1.moving_variance"):
+        np.testing.assert_array_equal(loaded[name].asnumpy(), params[name], err_msg=name)
     assert tuple(loaded["classifier.weight"].shape) == (3, 1280)
 
 
@@ -238,6 +264,7 @@ def test_pretrained_with_other_classes_drops_classifier(tiny, tmp_path, caplog):
     (["--warmup_epochs", "9"], "--warmup_epochs (9) must not exceed --epoch_size"),
     (["--data_path", "/nonexistent/data"], "data folder not found: /nonexistent/data"),
     (["--resume", "/nonexistent/x.ckpt"], "checkpoint not found"),
+    (["--pretrained", "/nonexistent/ck.pth.tar"], "--pretrained: weights file not found"),
 ])
 def test_misuse_is_a_clear_error(tiny, tmp_path, capsys, extra, message):
     missing = [d for d in DEVICE_TARGETS if d not in available_device_targets()]

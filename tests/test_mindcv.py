@@ -1,0 +1,180 @@
+"""mindcv's own tools driving the port: mindcv.create_model called exactly as
+mindcv's train.py and validate.py call it, one training step through mindcv's
+trainer, drop_rate / drop_path_rate with mindcv's meanings, and features_only
+(mindcv's feature_info convention) at a non-square size.
+
+(checkpoint_path= and ema=True through mindcv's loader on a checkpoint
+train.py wrote: tests/test_train.py, where such a checkpoint is made anyway.)
+"""
+import argparse
+
+import mindcv
+import mindspore as ms
+import numpy as np
+import pytest
+from mindcv.models.features import FeatureExtractWrapper
+from mindcv.utils import create_trainer, get_metrics, require_customized_train_step
+
+from src.fuse import fuse_bn
+from src.ghostnetv2 import FeaturePyramid, GhostBottleneck, GhostNetV2, create_model
+from src.train_utils import parameters_by_name
+
+
+def mindcv_args(**overrides):
+    """mindcv v0.3.0 config.py's defaults for the flags its train.py and
+    validate.py pass to create_model (--drop_rate / --drop_path_rate default
+    to None, and mindcv.create_model drops None values)."""
+    defaults = dict(model="ghostnetv2_100", num_classes=None, in_channels=3, drop_rate=None,
+                    drop_path_rate=None, pretrained=False, ckpt_path="", ema=False)
+    return argparse.Namespace(**dict(defaults, **overrides))
+
+
+def create_like_mindcv_train(args, num_classes):
+    # mindcv v0.3.0 train.py, main():
+    #     network = create_model(
+    #         model_name=args.model,
+    #         num_classes=num_classes,
+    #         in_channels=args.in_channels,
+    #         drop_rate=args.drop_rate,
+    #         drop_path_rate=args.drop_path_rate,
+    #         pretrained=args.pretrained,
+    #         checkpoint_path=args.ckpt_path,
+    #         ema=args.ema,
+    #     )
+    return mindcv.create_model(model_name=args.model, num_classes=num_classes,
+                               in_channels=args.in_channels, drop_rate=args.drop_rate,
+                               drop_path_rate=args.drop_path_rate, pretrained=args.pretrained,
+                               checkpoint_path=args.ckpt_path, ema=args.ema)
+
+
+def create_like_mindcv_validate(args, num_classes):
+    # mindcv validate.py, validate():
+    #     network = create_model(model_name=args.model,
+    #                            num_classes=num_classes,
+    #                            drop_rate=args.drop_rate,
+    #                            drop_path_rate=args.drop_path_rate,
+    #                            pretrained=args.pretrained,
+    #                            checkpoint_path=args.ckpt_path)
+    #     network.set_train(False)
+    network = mindcv.create_model(model_name=args.model, num_classes=num_classes,
+                                  drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
+                                  pretrained=args.pretrained, checkpoint_path=args.ckpt_path)
+    network.set_train(False)
+    return network
+
+
+def drop_path_rates(net):
+    return {name: cell.drop_path.keep_prob for name, cell in net.cells_and_names()
+            if isinstance(cell, GhostBottleneck) and cell.drop_path is not None}
+
+
+@pytest.fixture
+def pynative():
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+def test_mindcv_defaults_and_drop_flags(pynative):
+    """The defaults (all None: dropped) build the paper's network; --drop_rate
+    is the classifier dropout; --drop_path_rate stochastic depth rising over
+    the 16 bottlenecks (timm's EfficientNet rule: rate * i / 16)."""
+    net = create_like_mindcv_validate(mindcv_args(), num_classes=10)
+    assert isinstance(net, GhostNetV2) and net.dropout.p == pytest.approx(0.2)
+    assert not drop_path_rates(net)
+    net = create_like_mindcv_train(mindcv_args(drop_rate=0.3, drop_path_rate=0.16), 10)
+    assert net.dropout.p == pytest.approx(0.3)
+    keep = drop_path_rates(net)
+    assert len(keep) == 15  # bottleneck 0 gets rate 0: no DropPath cell at all
+    assert keep["blocks.1.0"] == pytest.approx(1 - 0.16 * 1 / 16)
+    assert keep["blocks.8.3"] == pytest.approx(1 - 0.16 * 15 / 16)
+    # the same value under both names is fine, two values are not
+    assert GhostNetV2(dropout=0.1, drop_rate=0.1).dropout.p == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="pass only one of them"):
+        GhostNetV2(dropout=0.1, drop_rate=0.3)
+    with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\), got 1.5"):
+        mindcv.create_model("ghostnetv2_100", drop_path_rate=1.5)
+
+
+def test_drop_path_is_per_sample_in_training_and_identity_in_eval(pynative):
+    """A bottleneck with drop path equals the plain (fused-residual) one in
+    evaluation; in training each sample gets either the shortcut alone or the
+    shortcut plus the branch scaled by 1 / keep."""
+    ms.set_seed(0)
+    plain = GhostBottleneck(16, 48, 16)
+    dropping = GhostBottleneck(16, 48, 16, drop_path=0.5)
+    ms.load_param_into_net(dropping, parameters_by_name(plain), strict_load=True)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((16, 16, 8, 8), dtype=np.float32))
+    plain.set_train(False)
+    dropping.set_train(False)
+    branch = plain(x).asnumpy() - x.asnumpy()
+    np.testing.assert_allclose(dropping(x).asnumpy(), plain(x).asnumpy(), rtol=1e-6, atol=1e-6)
+    # training mode with the BatchNorm layers still in eval mode (same branch values)
+    dropping.drop_path.set_train(True)
+    out = dropping(x).asnumpy() - x.asnumpy()
+    kept = [np.allclose(o, 2 * b, rtol=1e-4, atol=1e-4) for o, b in zip(out, branch)]
+    dropped = [np.allclose(o, 0, atol=1e-6) for o in out]
+    assert all(k != d for k, d in zip(kept, dropped))  # every sample is one or the other
+    assert 0 < sum(dropped) < len(dropped)
+
+
+def test_features_only_at_a_non_square_size(pynative):
+    """features_only=True through mindcv.create_model: the maps at out_indices,
+    channels and strides as feature_info says, at 64x96; the same maps as
+    mindcv's own FeatureExtractWrapper builds from feature_info; BatchNorm
+    folding leaves them unchanged."""
+    height, width = 64, 96
+    backbone = mindcv.create_model("ghostnetv2_130", features_only=True, out_indices=[0, 2, 4])
+    assert isinstance(backbone, FeaturePyramid)
+    info = backbone.net.feature_info
+    assert [f["reduction"] for f in info] == [2, 4, 8, 16, 32]
+    assert [f["chs"] for f in info] == [20, 32, 52, 144, 1248]  # make_divisible(c * 1.3)
+    assert backbone.feature_info == [info[0], info[2], info[4]]
+    assert backbone.out_channels == [20, 52, 1248]
+    backbone.set_train(False)
+    x = ms.Tensor(np.random.default_rng(1).standard_normal((2, 3, height, width),
+                                                            dtype=np.float32))
+    features = backbone(x)
+    assert [tuple(f.shape) for f in features] == [
+        (2, chs, -(-height // f["reduction"]), -(-width // f["reduction"]))
+        for chs, f in zip(backbone.out_channels, backbone.feature_info)]
+    # feature_info's names are where mindcv's wrapper finds the same maps
+    theirs = FeatureExtractWrapper(backbone.net, out_indices=[0, 2, 4])
+    theirs.set_train(False)
+    for ours, expected in zip(features, theirs(x)):
+        np.testing.assert_array_equal(ours.asnumpy(), expected.asnumpy())
+    fused = fuse_bn(backbone)(x)
+    for ours, folded in zip(features, fused):
+        np.testing.assert_allclose(folded.asnumpy(), ours.asnumpy(), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match=r"out_indices must be increasing indices of "
+                                         r"feature_info \(0-4: strides 2, 4, 8, 16, 32\)"):
+        create_model("ghostnetv2_100", features_only=True, out_indices=[1, 5])
+
+
+def test_one_training_step_through_mindcvs_trainer(pynative):
+    """mindcv's train.py as a new user runs it (--model ghostnetv2_100
+    --drop_rate 0.2 --drop_path_rate 0.1 --ema): its create_model call, loss,
+    optimizer and create_trainer (TrainStep with EMA); one step at 64x96,
+    batch 2. The weights move, the loss is finite, the EMA copy exists.
+    In PyNative mode (mindcv's --mode 1): GRAPH_MODE (its default) costs a
+    ~65 s compile here; the same step also runs there (checked by hand)."""
+    args = mindcv_args(drop_rate=0.2, drop_path_rate=0.1, ema=True)
+    network = create_like_mindcv_train(args, num_classes=4)
+    loss = mindcv.create_loss(name="CE", reduction="mean", label_smoothing=0.1, aux_factor=0.0)
+    optimizer = mindcv.create_optimizer(network, opt="momentum", lr=0.01, weight_decay=1e-5,
+                                        momentum=0.9, weight_decay_filter="auto", loss_scale=1.0)
+    assert require_customized_train_step(args.ema, False, 1, None)  # mindcv's TrainStep
+    trainer = create_trainer(network, loss, optimizer, get_metrics(4), amp_level="O0",
+                             amp_cast_list=None, loss_scale_type="fixed", loss_scale=1.0,
+                             drop_overflow_update=False, ema=args.ema, ema_decay=0.9999)
+    before = parameters_by_name(network)["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy().copy()
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((2, 3, 64, 96), dtype=np.float32)
+    labels = np.array([1, 3], dtype=np.int32)
+    step_loss = trainer._train_network(ms.Tensor(images), ms.Tensor(labels))
+    assert np.isfinite(float(np.asarray(step_loss.asnumpy()).reshape(-1)[0]))
+    after = parameters_by_name(network)["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy()
+    assert np.abs(after - before).max() > 0
+    names = {p.name for p in trainer._train_network.get_parameters()}
+    assert "ema.blocks.8.3.ghost2.primary_conv.0.weight" in names
