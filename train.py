@@ -55,7 +55,8 @@ TRAIN_DEFAULTS = dict(
     label_smoothing=0.1, lr_scheduler="cosine_decay", decay_epochs=2.4, decay_rate=0.973,
     min_lr=1e-5, warmup_epochs=0, warmup_lr=1e-6, lr_noise=[], lr_noise_pct=0.67,
     lr_noise_std=1.0, lr_noise_seed=42, ema=False, ema_decay=0.9999, ema_warmup=False,
-    amp_level="O0", cpu_amp=False, loss_scale_type="fixed", loss_scale=1.0, device_target="CPU", output_dir="./outputs/run",
+    amp_level="O0", cpu_amp=False, loss_scale_type="fixed", loss_scale=1.0, device_target="CPU",
+    output_dir="./outputs/run",
     save_every=1, keep_checkpoint_max=10, val_interval=1, resume="", seed=1, log_interval=20)
 # With dynamic loss scaling an overflowing step is skipped (weights unchanged);
 # this many non-finite losses in a row still stop the run.
