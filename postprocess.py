@@ -22,6 +22,7 @@ import numpy as np
 
 from src.evaluation import batch_sums, top_classes
 from src.mindir_infer import result_name
+from src.model_info import complete_class_names
 from src.weights import write_text_atomic
 
 
@@ -54,12 +55,16 @@ def read_results(result_path, input_names):
     return np.stack([np.fromfile(p, np.float32) for p in paths])
 
 
-def score(result_path, label_file):
-    """dict(top1, top5, loss, num_images) of the results against the labels."""
+def read_run(result_path, label_file):
+    """(labels.json's record, input names in order, (N, classes) logits)."""
     record = read_labels(label_file)
-    names = sorted(record["labels"])
-    labels = np.array([record["labels"][n] for n in names], np.int64)
-    logits = read_results(result_path, names)
+    inputs = sorted(record["labels"])
+    return record, inputs, read_results(result_path, inputs)
+
+
+def score(record, inputs, logits):
+    """dict(top1, top5, loss, num_images) of the results against the labels."""
+    labels = np.array([record["labels"][n] for n in inputs], np.int64)
     if labels.max() >= logits.shape[1]:
         raise ResultsError(f"label {labels.max()} is out of range for results of "
                            f"{logits.shape[1]} classes: the model and the data do not match")
@@ -68,21 +73,14 @@ def score(result_path, label_file):
                 num_images=int(count))
 
 
-def class_names(record, num_classes):
-    """The names of the model's outputs: its recorded ones, else the folders' (then numbers)."""
-    names = record.get("model_class_names") or record.get("class_names") or []
-    return [str(n) for n in names[:num_classes]] + [str(i) for i in range(len(names),
-                                                                          num_classes)]
-
-
-def predictions(result_path, label_file):
-    """[{image, top5: [[class name, probability], ...]}] per input, in input order."""
-    record = read_labels(label_file)
-    inputs = sorted(record["labels"])
-    logits = read_results(result_path, inputs)
+def predictions(record, inputs, logits):
+    """[{image, top5: [[class name, probability], ...]}] per input, in input order,
+    named with the model's recorded classes, else the folders' (then numbers)."""
+    names = complete_class_names(record.get("model_class_names") or record.get("class_names"),
+                                 logits.shape[1])
     sources = record.get("sources", {})
     return [{"image": sources.get(name, name), "top5": top5}
-            for name, top5 in zip(inputs, top_classes(logits, class_names(record, logits.shape[1])))]
+            for name, top5 in zip(inputs, top_classes(logits, names))]
 
 
 def main(argv=None):
@@ -95,10 +93,10 @@ def main(argv=None):
                         help="also write each input's top-5 classes by name to this JSON file")
     args = parser.parse_args(argv)
     try:
-        metrics = score(args.result_path, args.label_file)
+        run = read_run(args.result_path, args.label_file)  # read once: ImageNet is 50,000 files
+        metrics = score(*run)
         if args.predictions_file:
-            write_text_atomic(args.predictions_file,
-                              json.dumps(predictions(args.result_path, args.label_file), indent=1))
+            write_text_atomic(args.predictions_file, json.dumps(predictions(*run), indent=1))
     except ResultsError as err:
         print(f"postprocess.py: error: {err}", file=sys.stderr)
         return 1

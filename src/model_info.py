@@ -52,15 +52,18 @@ class ModelInfoError(WeightsError):
 def make_info(model, num_classes, image_size, crop_pct, class_names=None, source=""):
     """The record of a square-input network. class_names shorter than
     num_classes (a training folder with fewer classes) get numbers for the rest."""
-    names = None
-    if class_names:
-        names = [str(n) for n in class_names] + [str(i) for i in range(len(class_names),
-                                                                        num_classes)]
+    names = complete_class_names(class_names, num_classes) if class_names else None
     return {"format": FORMAT, "version": VERSION, "architecture": model,
             "width": MODEL_WIDTHS.get(model), "num_classes": int(num_classes),
             "class_names": names, "input_size": [3, int(image_size), int(image_size)],
             "crop_pct": float(crop_pct), "interpolation": INTERPOLATION, "mean": MEAN,
             "std": STD, "source": source}
+
+
+def complete_class_names(names, num_classes):
+    """num_classes names: the first of ``names``, numbers for outputs they do not name."""
+    names = [str(n) for n in (names or [])[:num_classes]]
+    return names + [str(i) for i in range(len(names), num_classes)]
 
 
 def from_train_config(config, class_names):
@@ -89,9 +92,8 @@ def for_export(info, where, model, num_classes, height, width, crop_pct, export)
     if info is None:
         info = make_info(model, num_classes, height, crop_pct,
                          source=f"export.py's defaults (nothing recorded in {where})")
-    names = info.get("class_names")
     return dict(info, num_classes=num_classes, input_size=[3, height, width], crop_pct=crop_pct,
-                class_names=names if names and len(names) == num_classes else None, export=export)
+                class_names=recorded_class_names(info, num_classes), export=export)
 
 
 def image_size(info):
