@@ -35,7 +35,7 @@ from src.ghostnetv2 import create_model  # noqa: E402
 from src.model_info import choose_preprocessing, read_info, recorded_class_names  # noqa: E402
 from src.model_utils.config import get_config  # noqa: E402
 from src.train_utils import ConfigError, check_image_size, set_device, setup_logging  # noqa: E402
-from src.weights import WeightsError, infer_model, load_weights, read_weights  # noqa: E402
+from src.weights import WeightsError, infer_model, load_params, read_weights  # noqa: E402
 
 _logger = logging.getLogger("eval")
 
@@ -90,7 +90,7 @@ def set_preprocessing(config):
 def build_network(config):
     """The network the weights describe, with them loaded; returns (net, summary)."""
     path = os.path.abspath(os.path.expanduser(config.checkpoint_path))
-    params, _ = read_weights(path)
+    params, fmt = read_weights(path)  # read once: the model is told from them, then loaded
     inferred, num_classes = infer_model(params)
     model = config.model if config.model_given else inferred
     if num_classes == 0:
@@ -98,7 +98,7 @@ def build_network(config):
                            "evaluated as a classifier")
     net = create_model(model, num_classes=num_classes)
     check_image_size(net, config.image_size)
-    summary = load_weights(net, path)
+    summary = load_params(net, params, f"{path} ({fmt})")
     if config.fuse_bn:
         net = fuse_bn(net)
         summary += "; BatchNorm folded into the convolutions (--fuse_bn)"

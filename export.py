@@ -36,7 +36,7 @@ from src.ghostnetv2 import create_model, list_models
 from src.fuse import fuse_bn
 from src.model_info import choose_preprocessing, for_export, print_messages, read_info, \
     set_onnx_info, write_sidecar
-from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_weights, \
+from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_params, \
     read_weights
 
 FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -132,12 +132,11 @@ def build_network(checkpoint_path, model=None, num_classes=None, fuse=False):
 
     fuse: fold BatchNorm into the convolutions (src/fuse.py): faster inference,
     logits equal up to float32 rounding."""
-    if model is None or num_classes is None:
-        params, _ = read_weights(checkpoint_path)
-        model = model or infer_model(params)[0]
-        num_classes = classifier_classes(params) if num_classes is None else num_classes
+    params, fmt = read_weights(checkpoint_path)  # read once: the model is told from them
+    model = model or infer_model(params)[0]
+    num_classes = classifier_classes(params) if num_classes is None else num_classes
     net = create_model(model, num_classes=num_classes)
-    summary = load_weights(net, checkpoint_path)
+    summary = load_params(net, params, f"{checkpoint_path} ({fmt})")
     net.set_train(False)
     if fuse:
         net = fuse_bn(net)

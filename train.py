@@ -39,7 +39,7 @@ from src.train_utils import (ConfigError, augment_args, check_image_size,  # noq
                              check_train_config, copy_weights, create_eval_network,
                              create_optimizer, create_train_step, effective_amp_level, lr_schedule,
                              set_device, set_global_step, set_seed, setup_logging)
-from src.weights import (WeightsError, classifier_classes, load_weights, read_weights,  # noqa: E402
+from src.weights import (WeightsError, classifier_classes, load_params, read_weights,  # noqa: E402
                          write_text_atomic)
 
 _logger = logging.getLogger("train")
@@ -158,10 +158,10 @@ def build_network(config):
                               "start from (the official ck_ghostnetv2_10.pth.tar, timm's "
                               "model.safetensors or a .ckpt), or --pretrained '' to train from "
                               "scratch")
-        params, _ = read_weights(path)
+        params, fmt = read_weights(path)  # read once: the classifier's size decides, then loaded
         file_classes = classifier_classes(params)
         drop = file_classes != config.num_classes
-        summary = load_weights(net, path, drop_classifier=drop)
+        summary = load_params(net, params, f"{path} ({fmt})", drop_classifier=drop)
         _logger.info("pretrained: %s", summary)
         if drop:
             _logger.info("pretrained: the file's classifier has %d classes, this run %d: "
@@ -322,7 +322,8 @@ class Trainer:
 
     def log_epoch_start(self, epoch, first):
         step = epoch * self.steps_per_epoch + first
-        _logger.info("epoch %d/%d starts: lr %.6g", epoch + 1, self.config.epoch_size, self.lrs[step])
+        _logger.info("epoch %d/%d starts: lr %.6g", epoch + 1, self.config.epoch_size,
+                     self.lrs[step])
 
     def log_progress(self, epoch, step, loss, images_per_s):
         config = self.config
