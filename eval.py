@@ -29,7 +29,7 @@ if ROOT not in sys.path:
 from src.checkpoint import suggest_checkpoint  # noqa: E402
 from src.dataset import (DatasetError, check_trained_classes, create_eval_dataset,  # noqa: E402
                          scan_image_folder)
-from src.evaluation import evaluate  # noqa: E402
+from src.evaluation.classification import evaluate  # noqa: E402
 from src.fuse import fuse_bn  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
 from src.model_info import choose_preprocessing, read_info, recorded_class_names  # noqa: E402

@@ -26,7 +26,7 @@ import numpy as np
 
 from src.dataset import IMG_EXTENSIONS, BadImageError, DatasetError, _normalize_ops, find_classes, \
     load_rgb, resize_center_crop
-from src.evaluation import pad_batch, top_classes
+from src.evaluation.classification import pad_batch, top_classes
 from src.ghostnetv2 import list_models
 from src.mindir_infer import MindirError
 from src.model_info import choose_preprocessing, print_messages, read_info, read_labels_file, \

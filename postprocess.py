@@ -4,7 +4,7 @@
 
 result_path holds one float32 logits file ``<input name>_0.bin`` per input,
 as written by ascend310_infer/ and src/mindir_infer.py; label_file is the one
-preprocess.py wrote. Scored with eval.py's own top-k (src/evaluation.py), so on
+preprocess.py wrote. Scored with eval.py's own top-k (src/evaluation/classification.py), so on
 the same images and weights the numbers equal eval.py's. The last line printed
 is a JSON object with top1, top5, loss and num_images.
 
@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from src.evaluation import batch_sums, top_classes
+from src.evaluation.classification import batch_sums, top_classes
 from src.mindir_infer import result_name
 from src.model_info import complete_class_names
 from src.weights import write_text_atomic

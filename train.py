@@ -30,7 +30,7 @@ from src import checkpoint as ckpt  # noqa: E402
 from src.dataset import DatasetError, create_eval_dataset, create_train_dataset  # noqa: E402
 from src.distributed import (all_reduce_sum, init_distributed, launched_distributed,  # noqa: E402
                              param_digest)
-from src.evaluation import evaluate  # noqa: E402
+from src.evaluation.classification import evaluate  # noqa: E402
 from src.ghostnetv2 import create_model  # noqa: E402
 from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
 from src.model_info import from_train_config  # noqa: E402

@@ -1,0 +1,1 @@
+"""See src/models/__init__.py."""
