@@ -32,7 +32,7 @@ if ROOT not in sys.path:
 
 from src.checkpoint import suggest_checkpoint  # noqa: E402
 from src.dataset import DatasetError  # noqa: E402
-from src.model_info import read_info  # noqa: E402
+from src.model_info import read_info_named_by  # noqa: E402
 from src.model_utils.config import DEFAULT_CONFIG, get_config, load_yaml  # noqa: E402
 from src.tasks import get_task, task_name  # noqa: E402
 from src.train_utils import ConfigError, set_device, setup_logging  # noqa: E402
@@ -58,17 +58,15 @@ def weights_info(argv):
     --checkpoint_path, else the recipe's checkpoint_path; (None, None) when
     there are none yet (parse_config says what is missing)."""
     given = explicit_flags(argv)
-    path = given.checkpoint_path
-    if path is None:
-        try:
-            path = load_yaml(os.path.abspath(os.path.expanduser(
-                given.config_path or DEFAULT_CONFIG))).get("checkpoint_path")
-        except (FileNotFoundError, ValueError):
-            path = None  # get_config reports the unreadable recipe
-    path = os.path.abspath(os.path.expanduser(path)) if path else None
-    if not path or not os.path.isfile(path):
-        return None, None
-    return read_info(path)
+    if given.checkpoint_path is not None:
+        return read_info_named_by(argv, ["--checkpoint_path"])
+    try:
+        path = load_yaml(os.path.abspath(os.path.expanduser(
+            given.config_path or DEFAULT_CONFIG))).get("checkpoint_path")
+    except (FileNotFoundError, ValueError):
+        return None, None  # get_config reports the unreadable recipe
+    return read_info_named_by(["--checkpoint_path", path], ["--checkpoint_path"]) if path \
+        else (None, None)
 
 
 def parse_config(argv=None, task=None):

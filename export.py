@@ -147,9 +147,10 @@ def check_image_size(net, height, width):
                           f"input of the network, {minimum}x{minimum}; export at a larger size")
 
 
-def make_batch_dynamic(onnx_path, info=None):
+def make_batch_dynamic(onnx_path, info=None, output_names=None):
     """Give every Resize of the ONNX graph a batch-independent output size
-    (and put ``info``, the model info, into its metadata_props).
+    (and put ``info``, the model info, into its metadata_props, and name the
+    graph's outputs ``output_names``).
 
     MindSpore 2.7.2's exporter marks the input's batch axis dynamic
     (``dynamic_axes``) but writes each ResizeNearestNeighbor as an ONNX Resize
@@ -158,6 +159,11 @@ def make_batch_dynamic(onnx_path, info=None):
     Here ``sizes`` becomes concat(shape(x)[:1], (C, H, W)), and the output's
     batch axis is named like the input's. Returns the number of Resize nodes
     changed.
+
+    The outputs are named here, not by MindSpore's exporter: given
+    output_names, it renames an output tensor only where it is produced, so a
+    network whose output also feeds other nodes (a detector's or segmenter's
+    several outputs) gets a graph that refers to a tensor nothing produces.
     """
     import onnx
     from onnx import numpy_helper
@@ -179,11 +185,27 @@ def make_batch_dynamic(onnx_path, info=None):
     _remove_unused_constants(graph, set(replaced))
     for output in graph.output:
         output.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    if output_names is not None:
+        rename_outputs(graph, output_names)
     if info is not None:
         set_onnx_info(model, info)
     onnx.checker.check_model(model)
     onnx.save(model, onnx_path)
     return len(replaced)
+
+
+def rename_outputs(graph, names):
+    """Name the graph's outputs ``names``, in every node that produces or reads them."""
+    if len(names) != len(graph.output):
+        raise ExportError(f"the exported graph has {len(graph.output)} outputs, the task names "
+                          f"{len(names)} ({', '.join(names)})")
+    renamed = {output.name: name for output, name in zip(graph.output, names)}
+    for node in graph.node:
+        for values in (node.input, node.output):
+            for i, value in enumerate(values):
+                values[i] = renamed.get(value, value)
+    for output in graph.output:
+        output.name = renamed[output.name]
 
 
 def _runtime_batch_sizes(graph, data, traced_sizes, name):
@@ -240,9 +262,8 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
             if file_format == "ONNX":
                 import mindspore.onnx
                 mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
-                                      output_names=list(output_names),
                                       dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
-                make_batch_dynamic(exported, info)
+                make_batch_dynamic(exported, info, output_names)
             else:
                 ms.export(net, inputs, file_name=exported, file_format=file_format)
         except RuntimeError as err:  # MindSpore reports exporter failures as RuntimeError

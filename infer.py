@@ -27,27 +27,13 @@ import sys
 from src.dataset import IMG_EXTENSIONS, DatasetError
 from src.evaluation.classification import pad_batch
 from src.ghostnetv2 import list_models
-from src.mindir_infer import MindirError
-from src.model_info import read_info
+from src.mindir_infer import MindirError, outputs_list
+from src.model_info import read_info, read_info_named_by
 from src.tasks import InferError, get_task, task_name
 from src.train_utils import ConfigError
 from src.weights import WeightsError, write_text_atomic
 
 WEIGHTS_FLAGS = ("--checkpoint_path", "--mindir_path", "--onnx_path")
-
-
-def weights_info(argv):
-    """(model info, where it was read) of the weights file the command line
-    names ((None, None) when it names none, or a missing file: parse_args and
-    the loaders say so)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    for flag in WEIGHTS_FLAGS:
-        pre.add_argument(flag)
-    known, _ = pre.parse_known_args(argv)
-    paths = [p for p in (known.checkpoint_path, known.mindir_path, known.onnx_path) if p]
-    if len(paths) != 1 or not os.path.isfile(paths[0]):
-        return None, None
-    return read_info(paths[0])
 
 
 def parse_args(argv=None, task=None):
@@ -119,8 +105,7 @@ class Runner:
         from src.mindir_infer import load_mindir, mindir_io_shapes, square_image_size
         ms.set_context(mode=ms.GRAPH_MODE)
         self.fixed_size = square_image_size(path)
-        shape, output_shape = mindir_io_shapes(path)
-        self.output_shapes = [output_shape]
+        shape, self.output_shapes = mindir_io_shapes(path)
         net, self.batch_size = load_mindir(path), shape[0]
         self._run = lambda images: outputs_list(net(ms.Tensor(images)))
         self.summary = f"loaded {path} (MINDIR, input {'x'.join(map(str, shape))})"
@@ -161,17 +146,10 @@ class Runner:
         return [output[:len(images)] for output in self._run(pad_batch(images, self.batch_size))]
 
 
-def outputs_list(outputs):
-    """A MindSpore network's output (a Tensor or a tuple of them) as numpy arrays."""
-    if isinstance(outputs, (tuple, list)):
-        return [output.asnumpy() for output in outputs]
-    return [outputs.asnumpy()]
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        info, where = weights_info(argv)
+        info, where = read_info_named_by(argv, WEIGHTS_FLAGS)
         task = get_task(task_name(info))
     except (ConfigError, WeightsError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)

@@ -22,12 +22,13 @@ absolute_file() {
     absolute "$1"
 }
 absolute_dir() {
-    require_dir "$2" "$1" "an image folder with one sub-folder per class"
+    require_dir "$2" "$1" "an image folder with one sub-folder per class, or a data set root"
     absolute "$1"
 }
 
-# preprocess DATA_PATH OUTPUT_DIR MINDIR: images -> OUTPUT_DIR/preprocess_Result, at the
-# MINDIR's input size with the crop recorded beside it (MINDIR.json, written by export.py).
+# preprocess DATA_PATH OUTPUT_DIR MINDIR: images -> OUTPUT_DIR/preprocess_Result, for the
+# MINDIR's task, at its input size with the preprocessing recorded beside it (MINDIR.json,
+# written by export.py).
 preprocess() {
     echo "preprocess: $1 -> $2/preprocess_Result for $3 (log: $2/preprocess.log)"
     if ! (cd "$ROOT" && "$PYTHON" preprocess.py --data_path "$1" \
@@ -38,7 +39,8 @@ preprocess() {
     tail -n 1 "$2/preprocess.log"
 }
 
-# postprocess OUTPUT_DIR: score OUTPUT_DIR/result_Files into OUTPUT_DIR/acc.log.
+# postprocess OUTPUT_DIR: score OUTPUT_DIR/result_Files into OUTPUT_DIR/acc.log (the task's
+# metrics; every task's postprocess.py takes --predictions_file).
 postprocess() {
     echo "postprocess: $1/result_Files (log: $1/acc.log)"
     if ! (cd "$ROOT" && "$PYTHON" postprocess.py --result_path "$1/result_Files" \

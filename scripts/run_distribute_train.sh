@@ -10,7 +10,9 @@ usage: bash scripts/run_distribute_train.sh DATA_PATH CONFIG_PATH [DEVICE_NUM] [
 
 Data-parallel training of GhostNetV2 (train.py) on several devices.
 
-  DATA_PATH      training images, DATA_PATH/<class>/<image files>
+  DATA_PATH      training data: DATA_PATH/<class>/<image files> for a classifier, the
+                 data set root (COCO, ADE20K layout) for a detector / segmenter; the
+                 recipe's task key says which
   CONFIG_PATH    yaml recipe, e.g. config/ghostnetv2_100_imagenet.yaml
   DEVICE_NUM     training processes (devices) on this machine, default 8
   DEVICE_TARGET  Ascend (default), GPU or CPU
@@ -53,7 +55,7 @@ shift "$positional"
 TRAIN_FLAGS=("$@")
 
 check_script_flags "data_path config_path device_target" -- "${TRAIN_FLAGS[@]}"
-require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>"
+require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>, or a data set root"
 require_file CONFIG_PATH "$CONFIG_PATH" "a yaml recipe such as config/ghostnetv2_100_imagenet.yaml"
 require_number DEVICE_NUM 1
 normalize_device_target DEVICE_TARGET

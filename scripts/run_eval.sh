@@ -6,9 +6,12 @@ usage() {
     cat <<'EOF'
 usage: bash scripts/run_eval.sh DATA_PATH PLATFORM CHECKPOINT_PATH [CONFIG_PATH] [--key value ...]
 
-Top-1 / top-5 accuracy and loss of GhostNetV2 weights (eval.py).
+Top-1 / top-5 accuracy and loss of GhostNetV2 weights (eval.py); a detector's COCO AP
+or a segmenter's mIoU when the checkpoint is one.
 
-  DATA_PATH        validation images, DATA_PATH/<class>/<image files>
+  DATA_PATH        validation data: DATA_PATH/<class>/<image files> for a classifier,
+                   the data set root for a detector / segmenter (the checkpoint's
+                   model info names its task)
   PLATFORM         Ascend, GPU or CPU
   CHECKPOINT_PATH  .ckpt (train.py's included), .pth, .pth.tar or .safetensors weights
   CONFIG_PATH      yaml recipe; default: the default recipe, with the image size
@@ -37,7 +40,7 @@ CONFIG_PATH=""
 shift "$positional"
 
 check_script_flags "data_path device_target checkpoint_path config_path" -- "$@"
-require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>"
+require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>, or a data set root"
 normalize_device_target PLATFORM
 require_file CHECKPOINT_PATH "$CHECKPOINT_PATH" "a .ckpt, .pth, .pth.tar or .safetensors file"
 EVAL_ARGS=("$REPO_ROOT/eval.py" --data_path "$DATA_PATH" --device_target "$PLATFORM"

@@ -4,13 +4,13 @@
 #   bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH [DEVICE_ID]
 #
 # MINDIR_PATH: exported with export.py --batch_size 1 (square input; its
-#              MINDIR.json gives the crop and the class names).
-# DATA_PATH:   image folder, one sub-folder per class (as for eval.py).
+#              MINDIR.json gives the task, preprocessing and class names).
+# DATA_PATH:   the data as eval.py takes it (a classifier: class folders).
 # DEVICE_ID:   Ascend device, default 0.
 # Output goes to $INFER_OUTPUT_DIR (default ./infer_310): preprocess_Result/,
-# result_Files/, time_Result/, predictions.json (top-5 class names per image),
+# result_Files/ (<input>_<i>.bin per output i), time_Result/, predictions.json,
 # preprocess.log, infer.log, acc.log; acc.log's last line is a JSON object
-# with top1, top5, loss and num_images.
+# of the task's metrics (a classifier: top1, top5, loss, num_images).
 # Needs an Ascend 310 with CANN and MindSpore's Ascend package (C++ API).
 set -euo pipefail
 

@@ -6,11 +6,11 @@
 #   bash scripts/run_infer_cpu.sh MINDIR_PATH DATA_PATH
 #
 # MINDIR_PATH: exported with export.py (square input, any batch size).
-# DATA_PATH:   image folder, one sub-folder per class (as for eval.py).
+# DATA_PATH:   the data as eval.py takes it (a classifier: class folders).
 # Output goes to $INFER_OUTPUT_DIR (default ./infer_cpu): preprocess_Result/,
-# result_Files/, predictions.json (top-5 class names per image), preprocess.log,
-# infer.log, acc.log; acc.log's last line is a JSON object with top1, top5,
-# loss and num_images. Size and crop: the MINDIR's and its MINDIR.json's.
+# result_Files/, predictions.json, preprocess.log, infer.log, acc.log; acc.log's
+# last line is a JSON object of the task's metrics (a classifier: top1, top5,
+# loss, num_images). Task, size, crop: the MINDIR's and its MINDIR.json's.
 set -euo pipefail
 
 usage() {

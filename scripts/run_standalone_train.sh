@@ -8,7 +8,9 @@ usage: bash scripts/run_standalone_train.sh DATA_PATH CONFIG_PATH [DEVICE_TARGET
 
 Training of GhostNetV2 (train.py) on one device.
 
-  DATA_PATH      training images, DATA_PATH/<class>/<image files>
+  DATA_PATH      training data: DATA_PATH/<class>/<image files> for a classifier, the
+                 data set root (COCO, ADE20K layout) for a detector / segmenter; the
+                 recipe's task key says which
   CONFIG_PATH    yaml recipe, e.g. config/ghostnetv2_100_digits.yaml
   DEVICE_TARGET  Ascend, GPU or CPU; default: the recipe's device_target
   --key value    any recipe key, passed on to train.py (--epoch_size 1 --output_dir DIR ...)
@@ -34,7 +36,7 @@ DEVICE_TARGET=""
 shift "$positional"
 
 check_script_flags "data_path config_path device_target" -- "$@"
-require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>"
+require_dir DATA_PATH "$DATA_PATH" "expected DATA_PATH/<class>/<image files>, or a data set root"
 require_file CONFIG_PATH "$CONFIG_PATH" "a yaml recipe such as config/ghostnetv2_100_digits.yaml"
 TRAIN_ARGS=("$REPO_ROOT/train.py" --data_path "$DATA_PATH" --config_path "$CONFIG_PATH")
 if [[ -n "$DEVICE_TARGET" ]]; then

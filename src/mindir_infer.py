@@ -4,8 +4,9 @@
         --dataset_path preprocess_Result/images --result_path result_Files
 
 The Python-runtime twin of ascend310_infer/: the same inputs (raw float32
-1 x 3 x S x S files) and the same outputs, one ``<input name>_0.bin`` of
-float32 logits per input in result_path, so postprocess.py scores either.
+1 x 3 x H x W files) and the same outputs, ``<input name>_<i>.bin`` for each
+output i of the model (a classifier: one, its logits), float32, per input in
+result_path (src/edge.py), so postprocess.py scores either.
 A MINDIR exported with batch_size B > 1 gets B inputs per call (the last
 call padded with zeros, whose results are not written).
 """
@@ -18,6 +19,10 @@ import time
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: src/mindir_infer.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.edge import result_name  # noqa: E402
+
 FLOAT32_BYTES = 4
 
 
@@ -26,8 +31,9 @@ class MindirError(ValueError):
 
 
 def mindir_io_shapes(path):
-    """(input shape, output shape) of a single-input, single-output MINDIR, read
-    from the file's protobuf (a loaded graph does not expose them)."""
+    """(input shape, [output shapes]) of a single-input MINDIR, read from the
+    file's protobuf (a loaded graph does not expose them). A network that
+    returns a tuple has its outputs recorded without shapes: [] then."""
     from mindspore.train.mind_ir_pb2 import ModelProto
     if not os.path.isfile(path):
         raise MindirError(f"MINDIR file not found: {path}")
@@ -39,10 +45,10 @@ def mindir_io_shapes(path):
             raise MindirError(f"{path} is not a MINDIR file ({err})") from None
     inputs = [tuple(t.dims) for i in model.graph.input for t in i.tensor]
     outputs = [tuple(t.dims) for o in model.graph.output for t in o.tensor]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise MindirError(f"{path}: expected one input and one output, found {len(inputs)} "
-                          f"and {len(outputs)} (export it with export.py)")
-    return inputs[0], outputs[0]
+    if len(inputs) != 1:
+        raise MindirError(f"{path}: expected one input, found {len(inputs)} (export it with "
+                          f"export.py)")
+    return inputs[0], outputs
 
 
 # A custom operator's function, as "/path/to/library.so:Function", in a MINDIR
@@ -97,13 +103,15 @@ def input_files(dataset_path, input_shape):
     return files
 
 
-def result_name(input_file):
-    """ascend310_infer's naming: <input name without .bin>_0.bin (output 0)."""
-    return os.path.splitext(os.path.basename(input_file))[0] + "_0.bin"
+def outputs_list(outputs):
+    """A MindSpore network's output (a Tensor or a tuple of them) as numpy arrays."""
+    if isinstance(outputs, (tuple, list)):
+        return [output.asnumpy() for output in outputs]
+    return [outputs.asnumpy()]
 
 
 def run(mindir_path, dataset_path, result_path, device_target="CPU"):
-    """Write one logits file per input; returns (number of inputs, mean ms per call after
+    """Write every output of the model for each input; returns (number of inputs, mean ms per call after
     the first, ms of the first call)."""
     import mindspore as ms
     input_shape, _ = mindir_io_shapes(mindir_path)
@@ -122,10 +130,12 @@ def run(mindir_path, dataset_path, result_path, device_target="CPU"):
         for i, path in enumerate(chunk):
             images[i] = np.fromfile(path, np.float32).reshape(input_shape[1:])
         tic = time.perf_counter()
-        logits = net(ms.Tensor(images)).asnumpy()
+        outputs = outputs_list(net(ms.Tensor(images)))
         times.append(time.perf_counter() - tic)
         for i, path in enumerate(chunk):
-            logits[i].astype(np.float32).tofile(os.path.join(result_path, result_name(path)))
+            for index, output in enumerate(outputs):
+                output[i].astype(np.float32).tofile(os.path.join(result_path,
+                                                                 result_name(path, index)))
     # The first call includes graph compilation; report it apart, like a warm-up.
     steady = times[1:] or times
     return len(files), 1000 * float(np.mean(steady)), 1000 * times[0]

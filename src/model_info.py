@@ -276,6 +276,21 @@ def read_info(path):
     return None, None
 
 
+def read_info_named_by(argv, flags):
+    """(record, where) of the weights file a command line names with one of
+    ``flags`` (e.g. "--checkpoint_path"); (None, None) when it names none,
+    several, or a missing file (the command's own checks then say so)."""
+    import argparse
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in flags:
+        pre.add_argument(flag)
+    known, _ = pre.parse_known_args(argv)
+    paths = [path for path in vars(known).values() if path]
+    if len(paths) != 1 or not os.path.isfile(os.path.expanduser(paths[0])):
+        return None, None
+    return read_info(os.path.abspath(os.path.expanduser(paths[0])))
+
+
 # ------------------------------------------------------------------ settings
 
 def choose_preprocessing(info, where, image_size_flag=None, crop_pct_flag=None,

@@ -119,6 +119,12 @@ def test_preprocessed_inputs_are_the_eval_inputs(cpu_flow, checkpoint, image_fol
     assert np.abs(actual - expected).max() <= 1e-3 * np.abs(expected).max()
     for name, source in record["sources"].items():
         assert source.split(os.sep)[0] == class_names[record["labels"][name]]
+    # the record names the task and each input's original size (what dense tasks need)
+    assert record["task"] == "classification"
+    from PIL import Image
+    for name, source in record["sources"].items():
+        with Image.open(image_folder / source) as image:
+            assert record["original_sizes"][name] == [image.height, image.width]
 
 
 def test_infer_py_agrees_with_the_flow(cpu_flow, mindir, checkpoint, image_folder, tmp_path):

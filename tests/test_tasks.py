@@ -1,5 +1,9 @@
 """The task structure (src/tasks): how the commands tell the task, and a
 task's own model-info fields travelling with the weights unchanged."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import yaml
@@ -9,6 +13,8 @@ from src import model_info
 from src.tasks import TASKS, get_task, task_name
 from src.train_utils import ConfigError
 from src.weights import save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def dense_info():
@@ -78,3 +84,55 @@ def test_recipe_keys_are_the_common_and_the_task_keys(tmp_path):
     # a task's own check: classification's label smoothing range
     with pytest.raises(ConfigError, match="--label_smoothing must be in"):
         train.parse_config(["--config_path", str(recipe), "--label_smoothing", "1.5"])
+
+
+def test_several_outputs_through_export_and_the_edge_flow(tmp_path):
+    """A dense task's network returns several outputs: the ONNX file names each,
+    the edge flow writes <input>_<i>.bin for each (what ascend310_infer writes)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from export import export_network
+    from src import edge
+
+    class ThreeOutputs(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2, has_bias=True)
+
+        def construct(self, x):
+            y = self.conv(x)
+            return y, y.mean(axis=(2, 3)), y * 2
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = ThreeOutputs()
+    net.set_train(False)
+    inputs = np.random.default_rng(0).random((3, 1, 3, 8, 8), np.float32)
+    expected = [[o.asnumpy()[0] for o in net(ms.Tensor(x))] for x in inputs]
+
+    names = ("maps", "pooled", "doubled")
+    export_network(net, "ONNX", str(tmp_path / "net.onnx"), 1, 8, 8, output_names=names)
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert tuple(o.name for o in session.get_outputs()) == names
+    batch = session.run(None, {"image": inputs[:, 0]})  # the batch axis is dynamic
+    for index in range(3):
+        np.testing.assert_allclose(batch[index], [e[index] for e in expected], atol=1e-5)
+
+    export_network(net, "MINDIR", str(tmp_path / "net.mindir"), 2, 8, 8)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, x in enumerate(inputs):
+        x.tofile(images / edge.image_file_name(i))
+    # the script, as run_infer_cpu.sh runs it (its own process: MindSpore's device is set there)
+    done = subprocess.run([sys.executable, "src/mindir_infer.py", "--mindir_path",
+                           str(tmp_path / "net.mindir"), "--dataset_path", str(images),
+                           "--result_path", str(tmp_path / "results")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "inference of 3 inputs" in done.stdout, done.stderr
+    input_names = [edge.image_file_name(i) for i in range(3)]
+    for index in range(3):
+        results = edge.read_results(str(tmp_path / "results"), input_names, index)
+        np.testing.assert_allclose(results, [e[index].ravel() for e in expected], atol=1e-5)
+    assert not (tmp_path / "results" / edge.result_name(input_names[0], 3)).exists()

@@ -1,10 +1,12 @@
 /**
- * GhostNetV2 inference on an Ascend 310 with MindSpore's C++ API.
+ * GhostNetV2 inference on an Ascend 310 with MindSpore's C++ API, for every task.
  *
- * Reads preprocess.py's inputs (one raw float32 1x3xSxS file per image) from
- * --dataset_path, runs the batch-1 MINDIR exported by export.py, and writes the
- * logits of each input "<name>.bin" to "<result_path>/<name>_0.bin", which
- * postprocess.py scores. The mean time per inference goes to stdout and to
+ * Reads preprocess.py's inputs (one raw float32 1x3xHxW file per image) from
+ * --dataset_path, runs the batch-1 MINDIR exported by export.py, and writes
+ * output i of each input "<name>.bin" to "<result_path>/<name>_<i>.bin" (a
+ * classifier has one output, its logits; a detector or segmenter several),
+ * which postprocess.py scores with the task named in preprocess.py's
+ * labels.json. The mean time per inference goes to stdout and to
  * ./time_Result/test_perform_static.txt.
  *
  *   ./out/main --mindir_path=ghostnetv2_100.mindir --dataset_path=preprocess_Result/images --device_id=0
@@ -37,7 +39,7 @@ using mindspore::Status;
 DEFINE_string(mindir_path, "", "MINDIR exported by export.py with --batch_size 1");
 DEFINE_string(dataset_path, ".", "folder of preprocess.py's .bin inputs");
 DEFINE_int32(device_id, 0, "Ascend device id");
-DEFINE_string(result_path, "./result_Files", "folder for the <input name>_0.bin logits");
+DEFINE_string(result_path, "./result_Files", "folder for the <input name>_<output index>.bin outputs");
 DEFINE_string(precision_mode, "", "Ascend precision mode (empty: the runtime's default)");
 
 namespace {
@@ -117,8 +119,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   const MSTensor &input = model_inputs[0];
-  std::cout << "loaded " << FLAGS_mindir_path << " (input " << ShapeText(input.Shape()) << "), "
-            << files.size() << " inputs from " << FLAGS_dataset_path << std::endl;
+  std::cout << "loaded " << FLAGS_mindir_path << " (input " << ShapeText(input.Shape()) << ", outputs";
+  for (const MSTensor &output : model.GetOutputs()) {
+    std::cout << " " << ShapeText(output.Shape());
+  }
+  std::cout << "), " << files.size() << " inputs from " << FLAGS_dataset_path << std::endl;
 
   std::vector<double> times_ms;
   std::vector<char> data;

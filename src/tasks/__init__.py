@@ -74,7 +74,9 @@ Export (export.py) and inference (infer.py)
   -> (net, model name, summary)``: the weights file's network, loaded, in
   inference mode (``fuse``: BatchNorm folded, src/fuse.py). ``net`` called on
   a float32 B x 3 x H x W batch returns the output, or a tuple of outputs,
-  that the exported file returns.
+  that the exported file returns (every output with the batch axis first:
+  ONNX files get it dynamic, the edge flow writes one file per output and
+  image).
 - ``export_settings(args, net, model, info, where) -> ExportSettings``: the
   exported file's input size, model info, output names, and a description
   for export.py's last message.
@@ -84,7 +86,23 @@ Export (export.py) and inference (infer.py)
   on the image files, print the results, write the task's pictures; returns
   JSON-able predictions (infer.py writes them with ``--output_json``).
 
-Edge flow (preprocess.py / postprocess.py): see those scripts.
+Edge flow (preprocess.py -> ascend310_infer/ or src/mindir_infer.py ->
+postprocess.py; the files are src/edge.py's)
+- ``add_preprocess_arguments(parser)``: preprocess.py flags of the task.
+- ``preprocess(args, info, where) -> str``: write one raw float32
+  1 x 3 x H x W file per image (``edge.clear_images_dir``,
+  ``edge.image_file_name``) and the record ``edge.write_record(args.output_path,
+  record)``: a dict with ``task`` (NAME), ``sources`` and ``original_sizes``
+  ({input name: [height, width]}) and whatever ``postprocess`` needs.
+  ``info``: the model info beside ``args.mindir_path`` (None without it).
+  Returns the summary line preprocess.py prints.
+- ``add_postprocess_arguments(parser)``: postprocess.py flags of the task;
+  it must have ``--predictions_file`` (scripts/run_infer_*.sh pass it).
+- ``postprocess(record, args) -> dict``: score the result files
+  (``edge.read_results(args.result_path, input names, output index)``: output
+  i of every input, flat float32, one row per input) against the record,
+  print the task's table, return the metrics (postprocess.py prints them as
+  its last line, JSON). Raise ``edge.ResultsError`` for unusable results.
 
 Shared helpers for task modules: ``src.train_utils.wrap_train_step(
 net_with_loss, config, optimizer, **step_args)`` (the recipe's loss scale and

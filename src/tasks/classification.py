@@ -1,25 +1,31 @@
 """Classification: GhostNetV2 with its classifier on an ImageNet-style folder
 (one sub-folder per class), scored by top-1 / top-5. The interface is
 described in src/tasks/__init__.py."""
+import json
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 
 from ..dataset import (BadImageError, DatasetError, _normalize_ops, check_trained_classes,
                        create_eval_dataset, create_train_dataset, find_classes, load_rgb,
                        resize_center_crop, scan_image_folder)
-from ..evaluation.classification import evaluate as score, top_classes
+from .. import edge
+from ..evaluation.classification import batch_sums, evaluate as score, top_classes
 from ..fuse import fuse_bn
 from ..ghostnetv2 import create_model
-from ..model_info import (choose_preprocessing, for_export, from_train_config, print_messages,
+from ..mindir_infer import MindirError, square_image_size
+from ..model_info import (IMAGENET_CROP_PCT, IMAGENET_IMAGE_SIZE, choose_preprocessing,
+                          complete_class_names, for_export, from_train_config, print_messages,
                           read_labels_file, recorded_class_names)
 from ..train_utils import ConfigError, augment_args, check_image_size, check_positive
 # The train step (cross-entropy with label smoothing) and validation network:
 # src/train_utils.py's, as they are.
 from ..train_utils import create_eval_network, create_train_step  # noqa: F401
-from ..weights import WeightsError, classifier_classes, infer_model, load_params, read_weights
+from ..weights import (WeightsError, classifier_classes, infer_model, load_params, read_weights,
+                       write_text_atomic)
 from . import ExportSettings, InferError
 
 NAME = "classification"
@@ -34,6 +40,8 @@ OUTPUT_NAMES = ["logits"]
 TOP_K = 5
 # eval.py's progress lines while scoring: about this many per run.
 PROGRESS_LINES = 10
+# preprocess.py: a progress line every this many images.
+PREPROCESS_PROGRESS_EVERY = 1000
 
 # The commands' loggers: train.py's and eval.py's log settings cover these lines.
 _train_log = logging.getLogger("train")
@@ -268,7 +276,13 @@ def read_class_names(labels=None, class_dir=None):
 
 def output_classes(runner):
     """The classifier's outputs: the network's, else the exported file's logits shape."""
-    return runner.net.num_classes if runner.net is not None else runner.output_shapes[0][1]
+    if runner.net is not None:
+        return runner.net.num_classes
+    if len(runner.output_shapes) != 1 or len(runner.output_shapes[0]) != 2:
+        raise InferError(f"the file returns {len(runner.output_shapes) or 'several'} outputs, not "
+                         "a classifier's logits, and no model info names its task: pass the "
+                         "file with the .json export.py wrote beside it")
+    return runner.output_shapes[0][1]
 
 
 def predict(runner, paths, args):
@@ -312,3 +326,125 @@ def predict(runner, paths, args):
             print(f"  {rank}. {name:<30s} {prob:.4f}")
     print(f"classified {len(predictions)} of {len(paths)} images")
     return predictions
+
+
+# ------------------------------------------------------------------ preprocess.py / postprocess.py
+
+def add_preprocess_arguments(parser):
+    parser.add_argument("--crop_pct", type=float, default=None,
+                        help="center crop of eval.py: shorter side -> image_size / crop_pct "
+                             "(default: the MINDIR's recorded one, else 0.875)")
+
+
+def mindir_settings(mindir_path, info, where, image_size=None, crop_pct=None):
+    """(image size, crop_pct, model class names) for a MINDIR's inputs."""
+    size = square_image_size(mindir_path)
+    if image_size not in (None, size):
+        raise MindirError(f"{mindir_path} takes {size}x{size} images, not --image_size "
+                          f"{image_size}; drop --image_size or export at that size")
+    _, crop, messages = choose_preprocessing(info, where, size, crop_pct, flags=("--crop_pct",))
+    print_messages(messages)
+    return size, crop, recorded_class_names(info, (info or {}).get("num_classes", 0))
+
+
+def preprocess(args, info, where):
+    """eval.py's inputs of the class folders args.data_path, at the MINDIR's size and
+    recorded crop (else --image_size / --crop_pct, 224 / 0.875); returns the summary."""
+    size, crop, names = (args.image_size or IMAGENET_IMAGE_SIZE,
+                         args.crop_pct or IMAGENET_CROP_PCT, None)
+    if args.mindir_path:
+        size, crop, names = mindir_settings(args.mindir_path, info, where, args.image_size,
+                                            args.crop_pct)
+    record = write_inputs(args.data_path, args.output_path, size, crop, args.num_workers, names)
+    skipped = f", {len(record['skipped'])} unreadable skipped" if record["skipped"] else ""
+    return (f"wrote {len(record['labels'])} inputs (1x3x{size}x{size} float32, crop_pct {crop:g}"
+            f"{skipped}) of {len(record['class_names'])} classes to "
+            f"{os.path.join(args.output_path, edge.IMAGES_DIR)} and {edge.RECORD_FILE}")
+
+
+def write_inputs(data_path, output_path, image_size, crop_pct=0.875, num_workers=0,
+                 model_class_names=None):
+    """Write one .bin per readable image and labels.json; returns the record.
+    model_class_names: the model's classes, which the class folders must be."""
+    if model_class_names:
+        check_trained_classes(data_path, find_classes(data_path), model_class_names)
+    dataset, class_names = create_eval_dataset(data_path, image_size, batch_size=1,
+                                               num_workers=num_workers or None, crop_pct=crop_pct)
+    images_dir = edge.clear_images_dir(output_path)
+    labels, start = [], time.time()
+    for image, label in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        name = edge.image_file_name(len(labels))
+        image.tofile(os.path.join(images_dir, name))
+        labels.append((name, int(label[0])))
+        if len(labels) % PREPROCESS_PROGRESS_EVERY == 0:
+            print(f"  {len(labels)}/{dataset.num_files} images "
+                  f"({len(labels) / (time.time() - start):.0f}/s)", flush=True)
+    sources = source_paths(data_path, labels, dataset.bad_images.paths)
+    record = {
+        "task": NAME,
+        "labels": dict(labels),
+        "class_names": class_names,
+        "sources": {name: os.path.relpath(path, data_path) for name, path in sources.items()},
+        "original_sizes": {name: edge.original_size(path) for name, path in sources.items()},
+        "image_size": image_size,
+        "crop_pct": crop_pct,
+        "model_class_names": model_class_names,
+        "skipped": [os.path.relpath(p, data_path) for p in dataset.bad_images.paths],
+    }
+    edge.write_record(output_path, record)
+    return record
+
+
+def source_paths(data_path, labels, skipped):
+    """{bin name: source image path} in the dataset's order (sorted, undecodable files
+    left out)."""
+    skipped = set(skipped)
+    samples = [(path, label) for path, label in scan_image_folder(data_path)[0]
+               if path not in skipped]
+    if [label for _, label in samples] != [label for _, label in labels]:
+        raise RuntimeError("the eval dataset's order differs from the sorted image folder; "
+                           "cannot name the source of each input")
+    return {name: path for (name, _), (path, _) in zip(labels, samples)}
+
+
+def add_postprocess_arguments(parser):
+    parser.add_argument("--predictions_file", default=None,
+                        help="also write each input's top-5 classes by name to this JSON file")
+
+
+def postprocess(record, args):
+    """Top-1 / top-5 / loss of the result files against the labels (printed and
+    returned); --predictions_file: each input's top-5 by name."""
+    if not isinstance(record.get("labels"), dict) or not record["labels"]:
+        raise edge.ResultsError(f"{args.label_file} has no 'labels' mapping (not written by "
+                                "preprocess.py?)")
+    inputs = sorted(record["labels"])
+    logits = edge.read_results(args.result_path, inputs)  # read once: ImageNet is 50,000 files
+    metrics = score_results(record, inputs, logits)
+    if args.predictions_file:
+        write_text_atomic(args.predictions_file,
+                          json.dumps(named_predictions(record, inputs, logits), indent=1))
+    print(f"{metrics['num_images']} images: top-1 {100 * metrics['top1']:.2f}%, "
+          f"top-5 {100 * metrics['top5']:.2f}%, loss {metrics['loss']:.4f}")
+    return metrics
+
+
+def score_results(record, inputs, logits):
+    """dict(top1, top5, loss, num_images) of the results against the labels."""
+    labels = np.array([record["labels"][n] for n in inputs], np.int64)
+    if labels.max() >= logits.shape[1]:
+        raise edge.ResultsError(f"label {labels.max()} is out of range for results of "
+                                f"{logits.shape[1]} classes: the model and the data do not match")
+    top1, top5, loss, count = batch_sums(logits, labels)
+    return dict(top1=float(top1 / count), top5=float(top5 / count), loss=float(loss / count),
+                num_images=int(count))
+
+
+def named_predictions(record, inputs, logits):
+    """[{image, top5: [[class name, probability], ...]}] per input, in input order,
+    named with the model's recorded classes, else the folders' (then numbers)."""
+    names = complete_class_names(record.get("model_class_names") or record.get("class_names"),
+                                 logits.shape[1])
+    sources = record.get("sources", {})
+    return [{"image": sources.get(name, name), "top5": top5}
+            for name, top5 in zip(inputs, top_classes(logits, names))]
