@@ -244,7 +244,7 @@ def crop_fraction(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"--crop_pct must be in (0, 1], got {value:g}")
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
     return value
 
 
