@@ -13,9 +13,20 @@
 
 namespace ghost {
 
-constexpr int kLanes = 16;  // floats per vector
+// Floats per vector: the machine's vector width (the library is built with
+// -march=native). A vector wider than the registers is legal, but GCC then
+// keeps the accumulators of the depthwise loops on the stack: 16 lanes on an
+// AVX or AVX2 CPU made every kernel 2-3x slower than 8 lanes (measured with
+// -mno-avx512f -mno-avx2 on the AVX-512 machine, benchmark/RESULTS.md).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;  // SSE, NEON
+#endif
 
-// GCC vector extension: compiles to the widest vectors -march=native allows.
+// GCC vector extension: compiles to the vectors of that width.
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
 
