@@ -75,10 +75,15 @@ struct Taps {
 
 int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-// out[t] for t in [0, round_up(total, kChunk)): sources must be readable
-// (and zero where it matters) that far past total.
+// out[t] for t in [0, round_up(total, kLanes)): sources must be readable
+// (and zero where it matters) that far past total. Chunks of four vectors,
+// then single vectors: a small plane (4x4 with the digits recipe, 3x3 in the
+// DFC branch at 224) is not computed to a whole chunk (4x the work of a 4x4
+// plane's 24 padded outputs with AVX-512). Each output is the same sum in the
+// same order either way.
 void correlate(const Taps& taps, int total, float* out) {
-  for (int t0 = 0; t0 < total; t0 += kChunk) {
+  int t0 = 0;
+  for (; t0 + kChunk <= total; t0 += kChunk) {
     Vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
     for (int k = 0; k < taps.count; ++k) {
       const float w = taps.weight[k];
@@ -92,6 +97,11 @@ void correlate(const Taps& taps, int total, float* out) {
     store(out + t0 + kLanes, a1);
     store(out + t0 + 2 * kLanes, a2);
     store(out + t0 + 3 * kLanes, a3);
+  }
+  for (; t0 < total; t0 += kLanes) {
+    Vec a = {};
+    for (int k = 0; k < taps.count; ++k) a += taps.weight[k] * load(taps.src[k] + t0);
+    store(out + t0, a);
   }
 }
 
