@@ -4,6 +4,7 @@
     .venv/bin/python benchmark/benchmark.py --quick         # width 1.0, fewer runs: ~5 minutes
     .venv/bin/python benchmark/benchmark.py --sections inference --widths 1.0
     .venv/bin/python benchmark/benchmark.py --profile       # where the port's time goes
+    .venv/bin/python benchmark/benchmark.py --quick --load 2  # the same beside 2 busy processes
 
 Sections (224x224 float32 unless said, every framework on --threads threads):
 - inference: latency at batch 1 and throughput at batch 32 of
@@ -81,6 +82,9 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=None,
                         help="rounds per measurement (default 7, --quick 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every framework")
+    parser.add_argument("--load", type=int, default=0,
+                        help="N busy processes beside the measured ones during the timed rounds "
+                             "(the ratios on a machine whose cores are shared)")
     parser.add_argument("--output", default=None, help="also write the report to this file")
     parser.add_argument("--profile", action="store_true",
                         help="instead: MindSpore profiler op-type table of the port (width 1.0)")
@@ -93,6 +97,8 @@ def parse_args(argv=None):
         args.widths = ["1.0"] if args.quick else list(WIDTHS)
     if args.runs < 1 or args.threads < 1:
         parser.error("--runs and --threads must be >= 1")
+    if args.load < 0:
+        parser.error("--load must be >= 0")
     return args
 
 
@@ -199,14 +205,20 @@ class TorchInference:
         return run
 
 
+def onnxruntime_options(threads):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
 class OnnxRuntimeInference:
     def __init__(self, config):
         import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config["threads"]
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = onnxruntime_options(config["threads"])
         self.sessions = {
             "ort-port": ort.InferenceSession(config["port_onnx"], options,
                                              providers=["CPUExecutionProvider"]),
@@ -219,6 +231,30 @@ class OnnxRuntimeInference:
         session = self.sessions[engine]
         feed = {session.get_inputs()[0].name: self.arrays[batch]}
         return lambda: session.run(None, feed)[0]
+
+
+class FileInference:
+    """One exported file (benchmark/compare.py): a MINDIR in nn.GraphCell or an
+    ONNX file in onnxruntime, at the batch it was exported with."""
+
+    def __init__(self, config):
+        path, batch = config["path"], config["batch"]
+        x = inputs(batch, config["size"])
+        if path.endswith(".onnx"):
+            import onnxruntime as ort
+            session = ort.InferenceSession(path, onnxruntime_options(config["threads"]),
+                                           providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x}
+            self.run = lambda: session.run(None, feed)[0]
+        else:
+            import mindspore as ms
+            from src.mindir_infer import load_mindir
+            set_mindspore_threads(config["threads"])
+            cell, tensor = load_mindir(path), ms.Tensor(x)
+            self.run = lambda: cell(tensor).asnumpy()
+
+    def callable(self, engine, batch):
+        return self.run
 
 
 def train_config(case):
@@ -288,7 +324,7 @@ class TorchTraining:
 
 
 WORKERS = {"ms": MindSporeInference, "torch": TorchInference, "ort": OnnxRuntimeInference,
-           "ms-train": MindSporeTraining, "torch-train": TorchTraining}
+           "ms-train": MindSporeTraining, "torch-train": TorchTraining, "file": FileInference}
 
 
 def worker_main(kind, config_json):
@@ -388,6 +424,19 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def vector_extensions():
+    """The x86 vector extensions the CPU reports (the kernels' code path follows them)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
+                          if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    shown = [f for f in ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512_vnni", "amx_tile")
+             if f in flags]
+    return " ".join(shown) or "unknown"
+
+
 def versions():
     import importlib.metadata as metadata
     found = {"python": platform.python_version()}
@@ -418,6 +467,21 @@ def make_reference_weights(model, path, seed=0):
     torch.save(net.state_dict(), path)
 
 
+BUSY_LOOP = "while True:\n    pass\n"
+
+
+def busy_processes(count):
+    """``count`` processes that keep a core busy (--load): the measured engines
+    then share the cores, as on a machine where other work runs."""
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+
+
+def stop_processes(processes):
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
 def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
@@ -443,7 +507,7 @@ def run_inference(width, args, tmp):
     make_reference_weights(model, weights)
     base = {"model": model, "weights": weights, "threads": args.threads, "tmp": tmp}
     log(f"{model}: starting workers (exports, compiles)")
-    workers = {}
+    workers, busy = {}, []
     try:
         workers["ms"] = Worker("ms", base)
         workers["torch"] = Worker("torch", base)
@@ -462,6 +526,7 @@ def run_inference(width, args, tmp):
         for engine in INFERENCE_ENGINES:  # warm-up: compile, caches, thread pools
             by_engine[engine].ask(cmd="infer", engine=engine, batch=LATENCY_BATCH, calls=3)
             by_engine[engine].ask(cmd="infer", engine=engine, batch=THROUGHPUT_BATCH, calls=1)
+        busy = busy_processes(args.load)
         log(f"{model}: batch {LATENCY_BATCH} latency, {args.runs} rounds x {calls} calls")
         latency = interleaved(by_engine, INFERENCE_ENGINES, args.runs, lambda e, w: w.ask(
             cmd="infer", engine=e, batch=LATENCY_BATCH, calls=calls)["times"])
@@ -470,6 +535,7 @@ def run_inference(width, args, tmp):
             cmd="infer", engine=e, batch=THROUGHPUT_BATCH, calls=1)["times"][0])
         setup = {"kernel_layers": workers["ms"].setup.get("kernel_layers")}
     finally:
+        stop_processes(busy)
         for worker in workers.values():
             worker.close()
     rows = {}
@@ -495,13 +561,14 @@ def run_training(args, tmp):
         name = case[0]
         base = {"model": WIDTHS["1.0"], "threads": args.threads, "tmp": tmp, "case": case_index}
         log(f"training {name}: starting workers")
-        workers = {}
+        workers, busy = {}, []
         try:
             workers["ms-train"] = Worker("ms-train", base)
             workers["torch-train"] = Worker("torch-train", base)
             engines = list(workers)
             for engine in engines:  # warm-up: compile, allocate
                 workers[engine].ask(cmd="train", steps=steps)
+            busy = busy_processes(args.load)
             log(f"training {name}: {args.runs} rounds x {steps} steps")
             last = {}
 
@@ -511,6 +578,7 @@ def run_training(args, tmp):
                 return answer["times"]
             times = interleaved(workers, engines, args.runs, measure)
         finally:
+            stop_processes(busy)
             for worker in workers.values():
                 worker.close()
         batch = case[2]
@@ -686,7 +754,9 @@ def header(args, load_before):
     return [f"### GhostNetV2 benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
             "",
             f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs; "
-            f"{args.threads} threads for every framework",
+            f"{args.threads} threads for every framework"
+            + (f"; {args.load} busy processes beside them (--load)" if args.load else ""),
+            f"- CPU vector extensions: {vector_extensions()}",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
             f"- command: `{' '.join([os.path.relpath(sys.executable, ROOT)] + sys.argv)}`",
             f"- load average (1, 5, 15 min) before: {load_before}", ""]

@@ -38,7 +38,10 @@ standard operators, under ``with with_kernels(net): ...`` (export.py
 --cpu_kernels) for a MINDIR that keeps the kernels.
 
 The library is compiled once per machine with g++ into
-``$GHOSTNETV2_KERNEL_DIR`` (default ``~/.cache/ghostnetv2_kernels``); without
+``$GHOSTNETV2_KERNEL_DIR`` (default ``~/.cache/ghostnetv2_kernels``), for the
+machine's vector width (AVX-512, AVX / AVX2, SSE: ``kLanes`` in
+``kernels/common.h``; ``GHOSTNETV2_KERNEL_CFLAGS="-mno-avx512f -mno-avx2"``
+builds the AVX path on an AVX-512 machine, e.g. to test it); without
 g++ (or on a non-CPU target) the cells keep MindSpore's operators and a
 warning says why.
 """
@@ -75,6 +78,9 @@ HEADERS = tuple(os.path.join(KERNEL_DIR, name) for name in ("thread_pool.h", "co
 COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-pthread", "-std=c++17", "-shared",
                  "-fPIC")
 ENABLE_ENV = "GHOSTNETV2_CPU_KERNELS"
+# Extra g++ flags, e.g. "-mno-avx512f -mno-avx2" to build (and test) the AVX
+# code path on an AVX-512 machine; part of the cache key.
+EXTRA_FLAGS_ENV = "GHOSTNETV2_KERNEL_CFLAGS"
 MAX_KERNEL_TAPS = 49  # kMaxTaps of depthwise.cc: up to 7x7
 CACHE_ENV = "GHOSTNETV2_KERNEL_DIR"
 
@@ -99,12 +105,16 @@ def _cache_dir():
                                                      "ghostnetv2_kernels")
 
 
+def _compile_flags():
+    return COMPILE_FLAGS + tuple(os.environ.get(EXTRA_FLAGS_ENV, "").split())
+
+
 def _build_key():
     digest = hashlib.sha256()
     for name in SOURCES + HEADERS:
         with open(name, "rb") as source:
             digest.update(source.read())
-    digest.update(" ".join(COMPILE_FLAGS).encode() + _cpu_flags().encode())
+    digest.update(" ".join(_compile_flags()).encode() + _cpu_flags().encode())
     return digest.hexdigest()[:16]
 
 
@@ -123,7 +133,7 @@ def build_library(out_dir=None):
     # workers) never load a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    command = [compiler, *COMPILE_FLAGS, "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
+    command = [compiler, *_compile_flags(), "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         os.unlink(tmp)

@@ -163,3 +163,31 @@ def test_network_with_kernels_and_portable():
     with portable(net):
         assert count_kernel_layers(net) == 0
     assert count_kernel_layers(net) == fused_layers
+
+
+# (channels, size, gate size, relu, residual): the ghost modules' tails of the
+# fused network: 2x gates, odd gates (7 -> 3), gate planes smaller than one
+# vector, widths that are not a multiple of the vector width.
+GHOST_TAIL_CASES = [(5, (56, 56), (28, 28), True, False), (6, (7, 7), (3, 3), True, False),
+                    (4, (13, 9), (6, 4), True, False), (3, (11, 17), None, True, False),
+                    (5, (14, 14), None, False, True), (4, (9, 5), None, False, False)]
+
+
+@pytest.mark.parametrize("channels,size,gate_size,relu,residual", GHOST_TAIL_CASES)
+def test_ghost_tail(channels, size, gate_size, relu, residual):
+    """GhostTail's kernel vs its MindSpore operators (inference only, no gradient);
+    gate logits up to +-40 cover the sigmoid's flat ends."""
+    tail = GhostTail(channels, 3, relu, gate=gate_size is not None, residual=residual)
+    inputs = [tensor(2, channels, *size), tensor(channels), tensor(channels, 1, 3, 3),
+              tensor(channels)]
+    if gate_size is not None:
+        inputs.append(ms.Tensor(RNG.uniform(-40, 40, (2, 2 * channels, *gate_size))
+                                .astype(np.float32)))
+    if residual:
+        inputs.append(tensor(2, 2 * channels, *size))
+    use_cpu_kernels(tail, True)
+    assert tail.use_kernel
+    actual = tail(*inputs).asnumpy()
+    use_cpu_kernels(tail, False)
+    expected = tail(*inputs).asnumpy()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-6 * np.abs(expected).max())

@@ -13,14 +13,66 @@
 
 namespace ghost {
 
-constexpr int kLanes = 16;  // floats per vector
+// Floats per vector: the machine's vector width (the library is built with
+// -march=native). A vector wider than the registers is legal, but GCC then
+// keeps the accumulators of the depthwise loops on the stack: 16 lanes on an
+// AVX or AVX2 CPU made every kernel 2-3x slower than 8 lanes (measured with
+// -mno-avx512f -mno-avx2 on the AVX-512 machine, benchmark/RESULTS.md).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;  // SSE, NEON
+#endif
 
-// GCC vector extension: compiles to the widest vectors -march=native allows.
+// GCC vector extension: compiles to the vectors of that width.
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
 
 inline Vec load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
 inline void store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+
+typedef int32_t VecI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline Vec splat(float v) { return Vec{} + v; }
+
+// exp(x) on a whole vector (libm's expf is scalar: it was 20% of the DFC
+// gate kernel). Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-6
+// polynomial for e^r, 2^n built in the exponent bits; within 2 ulp of expf.
+// x is clamped to [-87, 88] (2^n stays a normal float; e^-87 ~ 1.6e-38).
+inline Vec exp_vec(Vec x) {
+  const Vec lo = splat(-87.f), hi = splat(88.f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick: the sum's
+  // low mantissa bits are n, its bits are those of 0x4B400000 + n.
+  const Vec magic = splat(12582912.f);
+  const Vec k = x * 1.44269504088896341f + magic;
+  const Vec n = k - magic;
+  const Vec r = x - n * 0.693359375f - n * -2.12194440e-4f;
+  Vec p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.f;
+  const VecI bits = ((reinterpret_cast<const VecI&>(k) - 0x4B400000) + 127) << 23;
+  return p * reinterpret_cast<const Vec&>(bits);
+}
+
+// out[t] = 1 / (1 + exp(-x[t])) for t < count (count any size).
+inline void sigmoid(const float* x, int count, float* out) {
+  int t = 0;
+  for (; t + kLanes <= count; t += kLanes) store(out + t, 1.f / (1.f + exp_vec(-load(x + t))));
+  if (t < count) {  // the tail through a zero-padded vector
+    float in[kLanes] = {}, res[kLanes];
+    for (int i = t; i < count; ++i) in[i - t] = x[i];
+    store(res, 1.f / (1.f + exp_vec(-load(in))));
+    for (int i = t; i < count; ++i) out[i] = res[i - t];
+  }
+}
 
 // Source index of output index i for a nearest resize in -> out, exactly as
 // PyTorch's legacy 'nearest' (upsample nearest_idx): identity, i >> 1 for an

@@ -4,7 +4,10 @@
 // the cores from MindSpore's own threads (measured: batch-1 latency 3-10x
 // worse). These workers sleep on a condition variable, the calling thread
 // works too, and the work is handed out in chunks, so a descheduled thread
-// delays nobody. SetNumThreads (exported by pool.cc) sets the size.
+// delays nobody: the caller waits only for workers that took a chunk, not
+// for one that has not been scheduled since it was woken (with the cores
+// shared, that wait was a scheduler time slice). SetNumThreads (exported by
+// pool.cc) sets the size.
 #pragma once
 
 #include <algorithm>
@@ -49,19 +52,23 @@ class ThreadPool {
       body(0, n);
       return;
     }
-    body_ = &body;
-    total_ = n;
-    chunk_ = std::max<int64_t>(1, n / (threads * 4));
-    next_.store(0);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      busy_ = static_cast<int>(workers_.size());
+      body_ = &body;
+      total_ = n;
+      chunk_ = std::max<int64_t>(1, n / (threads * 4));
+      next_.store(0);
+      open_ = true;
       ++generation_;
     }
     wake_.notify_all();
     work();
+    // Every chunk is taken. Wait only for the workers that took some: one
+    // that the OS has not run yet (the cores busy with other processes)
+    // finds the job closed when it wakes, and nobody waits for it.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return busy_ == 0; });
+    open_ = false;
+    done_.wait(lock, [this] { return active_ == 0; });
   }
 
  private:
@@ -77,13 +84,14 @@ class ThreadPool {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stop_ || (open_ && generation_ != seen); });
         if (stop_) return;
         seen = generation_;
+        ++active_;  // joins the open job: the caller waits for it now
       }
       work();
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--busy_ == 0) done_.notify_one();
+      if (--active_ == 0) done_.notify_one();
     }
   }
 
@@ -102,7 +110,8 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   uint64_t generation_ = 0;
-  int busy_ = 0;
+  int active_ = 0;  // workers inside the current job
+  bool open_ = false;  // the current job takes workers
   bool stop_ = false;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t total_ = 0, chunk_ = 1;
