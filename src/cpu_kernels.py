@@ -99,23 +99,25 @@ def _cache_dir():
                                                      "ghostnetv2_kernels")
 
 
-def _build_key():
+def _build_key(flags):
     digest = hashlib.sha256()
     for name in SOURCES + HEADERS:
         with open(name, "rb") as source:
             digest.update(source.read())
-    digest.update(" ".join(COMPILE_FLAGS).encode() + _cpu_flags().encode())
+    digest.update(" ".join(flags).encode() + _cpu_flags().encode())
     return digest.hexdigest()[:16]
 
 
-def build_library(out_dir=None):
-    """Compile src/kernels into out_dir (cached by sources, flags and CPU); return the .so path."""
+def build_library(out_dir=None, flags=COMPILE_FLAGS):
+    """Compile src/kernels into out_dir (cached by sources, flags and CPU); return the .so path.
+
+    flags: the compiler flags (the tests build an AVX-only variant with them)."""
     compiler = shutil.which("g++")
     if compiler is None:
         raise KernelBuildError("g++ not found (install build-essential to get the fast "
                                "CPU kernels)")
     out_dir = out_dir or _cache_dir()
-    path = os.path.join(out_dir, f"ghostnetv2_kernels_{_build_key()}.so")
+    path = os.path.join(out_dir, f"ghostnetv2_kernels_{_build_key(flags)}.so")
     if os.path.isfile(path):
         return path
     os.makedirs(out_dir, exist_ok=True)
@@ -123,7 +125,7 @@ def build_library(out_dir=None):
     # workers) never load a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    command = [compiler, *COMPILE_FLAGS, "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
+    command = [compiler, *flags, "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         os.unlink(tmp)
