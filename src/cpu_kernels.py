@@ -109,23 +109,27 @@ def _compile_flags():
     return COMPILE_FLAGS + tuple(os.environ.get(EXTRA_FLAGS_ENV, "").split())
 
 
-def _build_key():
+def _build_key(flags):
     digest = hashlib.sha256()
     for name in SOURCES + HEADERS:
         with open(name, "rb") as source:
             digest.update(source.read())
-    digest.update(" ".join(_compile_flags()).encode() + _cpu_flags().encode())
+    digest.update(" ".join(flags).encode() + _cpu_flags().encode())
     return digest.hexdigest()[:16]
 
 
-def build_library(out_dir=None):
-    """Compile src/kernels into out_dir (cached by sources, flags and CPU); return the .so path."""
+def build_library(out_dir=None, flags=None):
+    """Compile src/kernels into out_dir (cached by sources, flags and CPU); return the .so path.
+
+    flags: the compiler flags (default COMPILE_FLAGS plus $GHOSTNETV2_KERNEL_CFLAGS;
+    the tests build an AVX-only variant with them)."""
+    flags = _compile_flags() if flags is None else tuple(flags)
     compiler = shutil.which("g++")
     if compiler is None:
         raise KernelBuildError("g++ not found (install build-essential to get the fast "
                                "CPU kernels)")
     out_dir = out_dir or _cache_dir()
-    path = os.path.join(out_dir, f"ghostnetv2_kernels_{_build_key()}.so")
+    path = os.path.join(out_dir, f"ghostnetv2_kernels_{_build_key(flags)}.so")
     if os.path.isfile(path):
         return path
     os.makedirs(out_dir, exist_ok=True)
@@ -133,7 +137,7 @@ def build_library(out_dir=None):
     # workers) never load a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    command = [compiler, *_compile_flags(), "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
+    command = [compiler, *flags, "-I", KERNEL_DIR, "-o", tmp, *SOURCES]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         os.unlink(tmp)

@@ -1,5 +1,6 @@
 """src/cpu_kernels.py: the custom CPU kernels compute what MindSpore's
 operators compute (forward and gradients), in the cells and in the network."""
+import ctypes
 import shutil
 
 import numpy as np
@@ -8,9 +9,9 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
+from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
                              GateMultiply, GhostTail, SpatialMean, count_kernel_layers,
-                             kernels_available, portable, use_cpu_kernels)
+                             kernels_available, portable, use_cpu_kernels, _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
                                  reason="no g++: the CPU kernels cannot be built here"),
@@ -191,3 +192,97 @@ def test_ghost_tail(channels, size, gate_size, relu, residual):
     use_cpu_kernels(tail, False)
     expected = tail(*inputs).asnumpy()
     np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
+# ---- the library itself, called through MindSpore's AOT signature with ctypes:
+# no graph compilation, so every entry point is cheap to try on odd shapes.
+
+AOT_SIGNATURE = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
+                 ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.c_void_p,
+                 ctypes.c_void_p, ctypes.c_void_p]
+# -march=native on a CPU with AVX, FMA and F16C but neither AVX2 nor AVX-512
+# (an AMD EPYC of the CI, some virtual machines): what such a machine builds.
+AVX_ONLY_FLAGS = tuple("-march=x86-64 -mavx -mfma -mf16c".split()) + tuple(
+    flag for flag in COMPILE_FLAGS if not flag.startswith("-march"))
+
+
+def call_kernel(library, name, inputs, output_shapes):
+    """library.name(inputs -> outputs) as MindSpore calls it; the outputs start
+    as NaN, so a value the kernel never writes shows."""
+    arrays = [np.ascontiguousarray(a, np.float32) for a in inputs]
+    arrays += [np.full(shape, np.nan, np.float32) for shape in output_shapes]
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    function = getattr(library, name)
+    function.argtypes, function.restype = AOT_SIGNATURE, ctypes.c_int
+    status = function(len(arrays), (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]),
+                      (ctypes.c_int * len(arrays))(*[a.ndim for a in arrays]),
+                      (ctypes.POINTER(ctypes.c_int64) * len(arrays))(*shapes), None, None, None)
+    assert status == 0, name
+    return arrays[len(inputs):]
+
+
+def kernel_calls():
+    """(name, inputs, output shapes) for every entry point, on planes wider than
+    a vector with odd tails, and big enough that the thread pool splits them."""
+    rng = np.random.default_rng(1)
+
+    def r(*shape):
+        return rng.normal(size=shape).astype(np.float32)
+    n, c, h, w = 4, 32, 45, 47  # N * C * H * W above the pool's kMinParallelCost
+    x, dy = r(n, c, h, w), r(n, c, h, w)
+    scalars = np.array([1e-5, 0.1], np.float32)
+    gamma, beta, mean, var = r(c), r(c), r(c), np.abs(r(c)) + 0.5
+    calls = []
+    for k, s in ((3, 1), (5, 1), (3, 2), (5, 2)):
+        oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+        weight, dout = r(c, 1, k, k), r(n, c, oh, ow)
+        calls += [(f"DwConvS{s}", [x, weight], [(n, c, oh, ow)]),
+                  (f"DwConvS{s}BiasRelu", [x, weight, gamma], [(n, c, oh, ow)]),
+                  (f"DwConvBackInputS{s}", [dout, weight, x], [x.shape]),
+                  (f"DwConvBackWeightS{s}", [dout, x, weight], [weight.shape])]
+    stats = [(c,)] * 4
+    calls += [("BatchNormTrain", [x * 2 + 1, gamma, beta, mean, var, scalars], [x.shape] + stats),
+              ("BatchNormTrainBack", [dy, x, gamma, mean, var, scalars], [x.shape, (c,), (c,)]),
+              ("BatchNormTrainBackRelu", [dy, x, gamma, mean, var, scalars, x],
+               [x.shape, (c,), (c,)]),
+              ("BatchNormInferRelu", [x, gamma, beta, mean, var, scalars], [x.shape])]
+    gate, scale = r(n, c, 23, 19), r(n, c, 1, 1)
+    calls += [("GateMul", [x, gate], [x.shape]), ("GateMulBackGate", [dy, x, gate], [gate.shape]),
+              ("SpatialMean", [x], [scale.shape]), ("SpatialMeanBack", [scale, x], [x.shape]),
+              ("AvgPool2x2", [x], [(n, c, h // 2, w // 2)]),
+              ("AvgPool2x2Back", [r(n, c, h // 2, w // 2), x], [x.shape]),
+              ("ChannelScale", [x, scale], [x.shape]),
+              ("ChannelScaleBack", [dy, x, scale], [scale.shape])]
+    half, tail = x[:, :c // 2], [gamma[:c // 2], r(c // 2, 1, 3, 3), beta[:c // 2]]
+    calls += [("GhostTailReluGate", [half] + tail + [gate], [x.shape]),
+              ("GhostTailResidual", [half] + tail + [x], [x.shape])]
+    return calls
+
+
+def run_kernels(library, threads):
+    library.SetNumThreads(threads)
+    return {name: call_kernel(library, name, inputs, shapes)
+            for name, inputs, shapes in kernel_calls()}
+
+
+def test_kernels_are_deterministic_and_the_same_on_an_avx_only_cpu():
+    """Every entry point writes all its outputs and gives bit-identical results
+    on 1 and 5 threads (no sum depends on the thread pool's timing), and the
+    library built as for a CPU without AVX2 / AVX-512 (8-float vectors, the
+    remainder loops of 256-bit code) computes what this machine's build does.
+    A seeded training run depends on both."""
+    from src.cpu_kernels import build_library
+    native = ctypes.CDLL(build_library())  # both builds cached like the library itself
+    single, threaded = run_kernels(native, 1), run_kernels(native, 5)
+    for name, outputs in single.items():
+        for one, five in zip(outputs, threaded[name]):
+            assert np.isfinite(one).all(), f"{name} left outputs unwritten"
+            np.testing.assert_array_equal(one, five, err_msg=f"{name}: 1 vs 5 threads")
+    if not {"avx", "fma", "f16c"} <= set(_cpu_flags().split()):
+        pytest.skip("this CPU cannot run an AVX + FMA build")
+    avx_only = run_kernels(ctypes.CDLL(build_library(flags=AVX_ONLY_FLAGS)), 3)
+    for name, outputs in single.items():
+        for want, got in zip(outputs, avx_only[name]):
+            assert np.isfinite(got).all(), f"{name} (AVX-only build) left outputs unwritten"
+            np.testing.assert_allclose(got, want, rtol=1e-5,
+                                       atol=1e-5 * np.abs(want).max(), err_msg=name)
