@@ -124,3 +124,59 @@ class YOLOV3Decode(nn.Cell):
         centre = self.centre + (ops.sigmoid(pred[:, :, 0:2]) - 0.5) * self.stride
         half = self.size * ops.exp(pred[:, :, 2:4]) * 0.5
         return ops.cat((centre - half, centre + half, ops.sigmoid(pred[:, :, 4:])), 2)
+
+
+# ------------------------------------------------- post-processing (NumPy)
+
+# mmdetection's YOLOv3 test settings.
+TEST_DEFAULTS = dict(nms_pre=1000, conf_thr=0.005, score_thr=0.05, nms_iou=0.45, max_per_img=100)
+
+
+def nms(boxes, scores, iou_thr):
+    """Greedy NMS; indices kept, highest score first (ties: lower index)."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while len(order):
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(1)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= iou_thr]
+    return np.asarray(keep, np.int64)
+
+
+def select_detections(decoded, nms_pre=1000, conf_thr=0.005, score_thr=0.05, nms_iou=0.45,
+                      max_per_img=100):
+    """mmdetection's YOLOv3 predict_by_feat + multiclass_nms on one image's
+    decoded rows (A, 5 + C) -> (K, 6) float64 rows x1, y1, x2, y2, score,
+    class index, in input pixels, best first. Score = class * objectness;
+    anchors with objectness < conf_thr dropped, the nms_pre best by objectness
+    kept, (anchor, class) pairs above score_thr, NMS per class, max_per_img."""
+    decoded = np.asarray(decoded, np.float64)
+    objectness = decoded[:, 4]
+    rows = decoded[objectness >= conf_thr]
+    if nms_pre > 0 and len(rows) > nms_pre:
+        rows = rows[np.argsort(-rows[:, 4], kind="stable")[:nms_pre]]
+    scores = rows[:, 5:] * rows[:, 4:5]
+    anchor_idx, class_idx = np.nonzero(scores > score_thr)
+    if not len(anchor_idx):
+        return np.zeros((0, 6))
+    boxes, scores = rows[anchor_idx, :4], scores[anchor_idx, class_idx]
+    # One NMS over all classes: boxes of different classes never overlap once
+    # each class is shifted by more than the largest coordinate (batched_nms).
+    offset = class_idx[:, None] * (np.abs(boxes).max() + 1)
+    keep = nms(boxes + offset, scores, nms_iou)[:max_per_img]
+    return np.concatenate([boxes[keep], scores[keep, None], class_idx[keep, None]], 1)
+
+
+def to_original_pixels(detections, factors, width, height):
+    """Boxes of the resized input back to the original image (divided by the
+    resize factors, clipped to the image), as mmdetection's rescale=True."""
+    out = detections.copy()
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]] / factors[0], 0, width)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]] / factors[1], 0, height)
+    return out
