@@ -39,7 +39,7 @@ class DetectionTrainSource:
     labels (A,) int32, status int64); see src/models/losses/yolov3_loss.py."""
 
     def __init__(self, images, anchors, strides, scale_range, augment=True, flip_prob=0.5,
-                 seed=None):
+                 seed=None, pos_iou_thr=0.5, neg_iou_thr=0.5):
         self.images = images
         self.scale_range = tuple(scale_range)
         self.augment = augment
@@ -47,6 +47,7 @@ class DetectionTrainSource:
         size = self.scale_range[1]
         self.anchor_table = grid_anchors(anchors, strides, size, size)
         self.seed = seed
+        self.iou_thresholds = dict(pos_iou_thr=pos_iou_thr, neg_iou_thr=neg_iou_thr)
         self._rng, self._pid = None, None
 
     def __len__(self):
@@ -71,7 +72,7 @@ class DetectionTrainSource:
         img, anns = train_transform(pixels, annotation_rows(image), self.rng(), self.scale_range,
                                     self.augment, self.flip_prob)
         box_targets, labels = assign_targets(self.anchor_table, anns[:, :4], anns[:, 4].astype(int),
-                                             anns[:, 5] > 0, size, size)
+                                             anns[:, 5] > 0, size, size, **self.iou_thresholds)
         return img, box_targets, labels, status
 
 
@@ -107,9 +108,12 @@ def _generator(source, columns, bad_images, workers, shuffle, **sharding):
 
 def create_train_dataset(coco, batch_size, anchors, strides, scale_range, augment=True,
                          filter_empty_gt=True, num_workers=None, rank_id=0, rank_size=1,
-                         seed=None):
+                         seed=None, repeat_times=1, flip_prob=0.5, pos_iou_thr=0.5,
+                         neg_iou_thr=0.5):
     """Shuffled, sharded batches of (image, box_targets, labels), full batches
-    only. ``dataset.num_files``: images in this rank's shard."""
+    only; each epoch ``repeat_times`` passes over the shard (mmdetection's
+    RepeatDataset), reshuffled each pass. ``dataset.num_files``: images per
+    epoch on this rank (the shard x repeat_times)."""
     images = [im for im in coco.images if len(im.boxes) or not filter_empty_gt]
     shard_len = math.ceil(len(images) / rank_size)
     if shard_len < batch_size:
@@ -119,12 +123,15 @@ def create_train_dataset(coco, batch_size, anchors, strides, scale_range, augmen
     workers = num_workers or default_num_workers(local_process_count(rank_size))
     bad_images = _bad_images(images, coco.image_dir)
     sharding = dict(num_shards=rank_size, shard_id=rank_id) if rank_size > 1 else {}
-    source = DetectionTrainSource(images, anchors, strides, scale_range, augment, seed=seed)
+    source = DetectionTrainSource(images, anchors, strides, scale_range, augment, flip_prob,
+                                  seed, pos_iou_thr, neg_iou_thr)
     dataset = _generator(source, ["image", "box_targets", "labels", "status"], bad_images,
                          workers, True, **sharding)
+    if repeat_times > 1:
+        dataset = dataset.repeat(repeat_times)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset.bad_images = bad_images
-    dataset.num_files = shard_len
+    dataset.num_files = shard_len * repeat_times
     dataset.num_workers = workers
     return dataset
 

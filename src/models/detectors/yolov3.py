@@ -69,6 +69,9 @@ def yolov3_ghostnetv2(model="ghostnetv2_100", num_classes=80, neck_channels=NECK
     class count. Backbone weights are loaded by the caller (src/tasks/detection)."""
     backbone = create_model(model, features_only=True, out_indices=OUT_INDICES,
                             num_classes=0, **backbone_kwargs)
+    # The ImageNet head's 1x1 conv (960 -> 1280) feeds only the pooled
+    # classifier: unused here, so not trained, saved or loaded.
+    backbone.net.conv_head = None
     return YOLOV3(backbone, num_classes, neck_channels)
 
 
