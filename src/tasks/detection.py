@@ -323,3 +323,53 @@ def make_info(config, data_info):
                 strides=list(STRIDES), neck_channels=list(config.neck_channels),
                 category_ids=list(data_info["category_ids"]), **test_settings(config))
     return info
+
+
+# ------------------------------------------------------------------ inference
+
+def prepare_image(path, info):
+    """(CHW float32 input, (w_scale, h_scale), PIL image) of an image file,
+    as evaluation prepares it (resize keeping the ratio, pad)."""
+    from src.data.detection_transforms import test_transform
+    from src.dataset import load_rgb
+    image = load_rgb(path)
+    tensor, factors = test_transform(np.asarray(image, np.uint8), input_size(info))
+    return tensor, factors, image
+
+
+def detections_of(decoded, factors, image, info):
+    """One image's decoded rows -> (K, 6) detections in its own pixels."""
+    from src.models.heads.yolov3_head import select_detections, to_original_pixels
+    dets = select_detections(decoded, **test_settings(info))
+    return to_original_pixels(dets, factors, image.width, image.height)
+
+
+def detection_records(dets, info):
+    """JSON-ready detections: box [x1, y1, x2, y2], score, class name, category id."""
+    names, ids = info["class_names"], info["category_ids"]
+    return [{"bbox": [round(float(v), 2) for v in d[:4]], "score": round(float(d[4]), 4),
+             "class_name": names[int(d[5])], "category_id": int(ids[int(d[5])])} for d in dets]
+
+
+def palette_colour(index):
+    """A distinct, saturated colour per class index (golden-angle hues)."""
+    import colorsys
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_detections(image, dets, class_names):
+    """A copy of the PIL image with each box, its class name and score."""
+    from PIL import ImageDraw
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    width = max(1, round(max(canvas.size) / 200))
+    for x1, y1, x2, y2, score, cls in dets:
+        colour = palette_colour(int(cls))
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+        label = f"{class_names[int(cls)]} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), label)
+        top_y = max(0, y1 - (bottom - top) - 2)
+        draw.rectangle([x1, top_y, x1 + right - left + 2, top_y + bottom - top + 2], fill=colour)
+        draw.text((x1 + 1, top_y), label, fill=(0, 0, 0))
+    return canvas
