@@ -94,8 +94,9 @@ class FlattenPredictions(nn.Cell):
     def construct(self, maps):
         rows = ()
         for pred in maps:
-            n, _, h, w = pred.shape
-            rows += (pred.transpose(0, 2, 3, 1).reshape(n, h * w * self.num_anchors,
+            _, _, h, w = pred.shape
+            # -1, not the batch size: an ONNX export keeps its batch axis free
+            rows += (pred.transpose(0, 2, 3, 1).reshape(-1, h * w * self.num_anchors,
                                                         self.num_attributes),)
         return ops.cat(rows, 1)
 

@@ -39,13 +39,13 @@ class DetectionBlock(nn.Cell):
 
 
 class Upsample2x(nn.Cell):
-    """Nearest-neighbour 2x upsample (F.interpolate(scale_factor=2)): each
-    pixel repeated twice along both axes; exports to ONNX and MINDIR."""
+    """Nearest-neighbour 2x upsample (F.interpolate(scale_factor=2)): output
+    pixel i is input pixel i // 2. ResizeNearestNeighbor, which becomes an
+    ONNX Resize that export.py makes batch-independent (a reshape would carry
+    the traced batch size into the ONNX graph)."""
 
     def construct(self, x):
-        n, c, h, w = x.shape
-        x = ops.broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, 2, w, 2))
-        return x.reshape(n, c, h * 2, w * 2)
+        return ops.ResizeNearestNeighbor((x.shape[2] * 2, x.shape[3] * 2))(x)
 
 
 class YOLOV3Neck(nn.Cell):
