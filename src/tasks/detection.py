@@ -16,22 +16,24 @@ What the commands do for a detector:
 - infer.py: boxes, class names and scores drawn into PNGs, and a JSON file.
 """
 import logging
-import math
 import os
+import sys
 
 import numpy as np
 
+from src.dataset import DatasetError
 from src.models.heads.yolov3_head import STRIDES, TEST_DEFAULTS
 from src.train_utils import ConfigError
 
 NAME = "detection"
 PRIMARY_METRIC = "AP"
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-_logger = logging.getLogger(__name__)
+# The commands' loggers: train.py's and eval.py's log settings cover these lines.
+_train_log = logging.getLogger("train")
+_eval_log = logging.getLogger("eval")
 
 # Recipe keys of this task (train.py adds its common ones; each is a --flag).
 DEFAULTS = dict(
-    task=NAME,
     # data: a COCO root; another annotation file / image folder is a flag away
     train_split="train2017", val_split="val2017", train_ann_file="", val_ann_file="",
     train_image_dir="", val_image_dir="", filter_empty_gt=True,
@@ -89,12 +91,14 @@ def scale_range(config):
 
 
 def check_config(config):
-    size = config.image_size
+    if not config.data_path:
+        raise ConfigError("no training data: pass --data_path ROOT, a COCO root holding "
+                          "annotations/instances_<split>.json and <split>/")
     low, high = scale_range(config)
-    for name, value in (("image_size", size), ("multiscale max", high)):
+    for flag, value in (("--image_size", config.image_size), ("--multiscale", high)):
         if value % 32:
-            raise ConfigError(f"--{name.split()[0]} {value}: a detector input must be a multiple "
-                              "of 32 (the neck upsamples stride 32 -> 16 -> 8)")
+            raise ConfigError(f"{flag} {value}: a detector input must be a multiple of 32 (the "
+                              "neck upsamples stride 32 -> 16 -> 8)")
     if not 64 <= low <= high:
         raise ConfigError(f"--multiscale {config.multiscale}: need 64 <= min <= max")
     anchors = anchors_of(config)
@@ -111,20 +115,17 @@ def check_config(config):
 
 # ------------------------------------------------------------------ data
 
-def _coco(config, which, category_ids=None):
-    from src.data.coco import load_coco, split_paths
-    split = getattr(config, f"{which}_split")
-    data_path = config.data_path if which == "train" or not getattr(
-        config, "val_data_path", "") else config.val_data_path
-    ann_file, image_dir = split_paths(data_path, split, getattr(config, f"{which}_ann_file"),
-                                      getattr(config, f"{which}_image_dir"))
-    return load_coco(ann_file, image_dir, category_ids)
+def _coco_paths(root, config, which):
+    from src.data.coco import split_paths
+    return split_paths(root, getattr(config, f"{which}_split"),
+                       getattr(config, f"{which}_ann_file"), getattr(config, f"{which}_image_dir"))
 
 
 def create_train_data(config, rank_id=0, rank_size=1):
     """(batches of image, box_targets, labels; data_info)."""
+    from src.data.coco import load_coco
     from src.data.detection import create_train_dataset
-    coco = _coco(config, "train")
+    coco = load_coco(*_coco_paths(config.data_path, config, "train"))
     if len(coco.category_ids) != config.num_classes:
         raise ConfigError(f"{coco.ann_file} has {len(coco.category_ids)} categories but "
                           f"--num_classes is {config.num_classes}; pass --num_classes "
@@ -135,26 +136,42 @@ def create_train_data(config, rank_id=0, rank_size=1):
         num_workers=config.num_workers or None, rank_id=rank_id, rank_size=rank_size,
         seed=config.seed, repeat_times=config.repeat_times, flip_prob=config.flip_prob,
         pos_iou_thr=config.pos_iou_thr, neg_iou_thr=config.neg_iou_thr)
-    _logger.info("train data: %s (%d images, %d on this rank, x%d per epoch, %d categories, "
-                 "%d decoding workers)", coco.ann_file, len(coco.images),
-                 dataset.num_files // config.repeat_times, config.repeat_times,
-                 len(coco.category_ids), dataset.num_workers)
+    _train_log.info("train data: %s (%d images, %d on this rank, x%d per epoch, %d categories, "
+                    "%d decoding workers)", coco.ann_file, len(coco.images),
+                    dataset.num_files // config.repeat_times, config.repeat_times,
+                    len(coco.category_ids), dataset.num_workers)
     data_info = dict(category_ids=coco.category_ids, class_names=coco.class_names,
                      source=os.path.abspath(coco.ann_file))
     return dataset, data_info
 
 
-def create_val_data(config, rank_id=0, rank_size=1, data_info=None):
-    """Evaluation batches of (image, image_id, factors); ``dataset.coco`` is
-    the annotation set (its file is what COCOeval scores against)."""
+def create_val_data(config, rank_id, rank_size, data_info):
+    """Evaluation batches of (image, image_id, factors) of the val split of
+    --val_data_path (default: --data_path); None when the root has no
+    annotation file for it and none is named."""
+    from src.data.coco import load_coco
+    root = config.val_data_path or config.data_path
+    try:
+        paths = _coco_paths(root, config, "val")
+    except DatasetError:
+        if config.val_ann_file or config.val_data_path:
+            raise
+        _train_log.info("no validation: %s has no annotations/instances_%s.json", root,
+                        config.val_split)
+        return None
+    coco = load_coco(*paths, category_ids=data_info["category_ids"])
+    dataset = _eval_dataset(coco, config.batch_size, config.image_size, config.num_workers,
+                            rank_id, rank_size)
+    _train_log.info("val data: %s (%d images, %d on this rank)", coco.ann_file,
+                    len(coco.images), dataset.num_files)
+    return dataset
+
+
+def _eval_dataset(coco, batch_size, image_size, num_workers, rank_id=0, rank_size=1):
     from src.data.detection import create_eval_dataset
-    coco = _coco(config, "val", data_info and data_info["category_ids"])
-    dataset = create_eval_dataset(coco, config.batch_size, config.image_size,
-                                  config.num_workers or None, rank_id, rank_size)
+    dataset = create_eval_dataset(coco, batch_size, image_size, num_workers or None, rank_id,
+                                  rank_size)
     dataset.coco = coco
-    dataset.rank_id, dataset.rank_size = rank_id, rank_size
-    _logger.info("val data: %s (%d images, %d on this rank)", coco.ann_file, len(coco.images),
-                 dataset.num_files)
     return dataset
 
 
@@ -167,7 +184,7 @@ def build_network(config):
     from src.models.detectors.yolov3 import yolov3_ghostnetv2
     net = yolov3_ghostnetv2(config.model, config.num_classes, tuple(config.neck_channels))
     if config.pretrained:
-        _logger.info("pretrained: %s", load_pretrained(net, config.pretrained, config.model))
+        _train_log.info("pretrained: %s", load_pretrained(net, config.pretrained, config.model))
     return net
 
 
@@ -214,17 +231,13 @@ def create_train_step(net, config, optimizer):
     global-norm gradient clipping at clip_grad)."""
     from src.models.heads.yolov3_head import FlattenPredictions
     from src.models.losses.yolov3_loss import YOLOV3Loss, YOLOV3WithLoss
-    from src.timm_recipe import create_train_step as timm_train_step
-    from src.train_utils import loss_scale_sense, set_precision
+    from src.train_utils import set_precision, wrap_train_step
     set_precision(net, config)
     loss = YOLOV3Loss(config.num_classes, config.cls_weight, config.conf_weight,
                       config.xy_weight, config.wh_weight)
     flatten = FlattenPredictions(len(anchors_of(config)[0]), 5 + config.num_classes)
-    step = timm_train_step(YOLOV3WithLoss(net, flatten, loss), optimizer,
-                           ema_warmup=config.ema_warmup, scale_sense=loss_scale_sense(config),
-                           ema=config.ema, ema_decay=config.ema_decay,
+    return wrap_train_step(YOLOV3WithLoss(net, flatten, loss), config, optimizer,
                            clip_grad=config.clip_grad > 0, clip_value=config.clip_grad or 1.0)
-    return step.set_train()
 
 
 def lr_schedule(config, steps_per_epoch):
@@ -256,73 +269,175 @@ def create_eval_network(config_or_info):
 
 
 def test_settings(config_or_info):
+    """The post-processing thresholds (mmdetection's test_cfg) of a recipe or info."""
     return {k: _get(config_or_info, k, v) for k, v in TEST_DEFAULTS.items()}
 
 
 # ------------------------------------------------------------------ evaluation
 
-def predict_batches(eval_net, batches, batch_size, settings, images_by_id, progress=None):
+def predict_batches(eval_net, batches, batch_size, settings, coco, progress=None):
     """{image_id: (K, 6) detections in original pixels} over (image, image_id,
-    factors) batches; batches are padded to batch_size (one graph)."""
+    factors) numpy batches; batches are padded to batch_size (one graph)."""
     import mindspore as ms
     from src.evaluation.classification import pad_batch
-    from src.models.heads.yolov3_head import select_detections, to_original_pixels
     eval_net.set_train(False)
+    images_by_id = {im.image_id: im for im in coco.images}
     detections, done = {}, 0
     for images, image_ids, factors in batches:
         count = len(image_ids)
         decoded = eval_net(ms.Tensor(pad_batch(images, batch_size))).asnumpy()[:count]
         for rows, image_id, factor in zip(decoded, image_ids, factors):
-            image = images_by_id[int(image_id)]
-            dets = select_detections(rows, **settings)
-            detections[int(image_id)] = to_original_pixels(dets, factor, image.width,
-                                                           image.height)
+            detections[int(image_id)] = detections_of(rows, factor, images_by_id[int(image_id)],
+                                                      settings)
         done += count
         if progress:
             progress(done)
     return detections
 
 
-def validate(eval_net, val_data, config, reduce_sum=None, progress=None, print_table=False):
-    """COCO box AP of the network on val_data: dict of METRIC_KEYS, num_images,
-    results (the COCO results list), summary (one line for the log)."""
+def score(detections, coco, settings, reduce_sum=None, print_table=False):
+    """COCO box AP of {image_id: detections} (this rank's) over the images
+    every rank read: (metrics dict, COCO results list)."""
     from src.evaluation.coco import evaluate, gather_results
-    coco = val_data.coco
-    settings = test_settings(config)
-    images_by_id = {im.image_id: im for im in coco.images}
-    batches = val_data.create_tuple_iterator(num_epochs=1, output_numpy=True)
-    detections = predict_batches(eval_net, batches, config.batch_size, settings, images_by_id,
-                                 progress)
-    position = {im.image_id: i for i, im in enumerate(coco.images)}
     image_ids = [im.image_id for im in coco.images]
-    evaluated = np.zeros(len(image_ids))
-    for image_id in detections:
-        evaluated[position[image_id]] = 1
+    position = {image_id: i for i, image_id in enumerate(image_ids)}
+    read = np.zeros(len(image_ids))
+    read[[position[i] for i in detections]] = 1
     if reduce_sum is not None:
-        evaluated = reduce_sum(evaluated)
+        read = reduce_sum(read)
     results = gather_results({position[i]: d for i, d in detections.items()}, len(image_ids),
                              settings["max_per_img"], coco.category_ids, image_ids, reduce_sum)
-    scored = [i for i, done in zip(image_ids, evaluated) if done > 0]
-    metrics, table = evaluate(coco.ann_file, results, scored, print_table)
-    skipped = len(image_ids) - len(scored)
-    summary = (f"AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}, AP75 {metrics['AP75']:.4f} "
-               f"({len(scored)} images{f', {skipped} unreadable skipped' if skipped else ''})")
-    return dict(metrics, num_images=len(scored), results=results, table=table, summary=summary)
+    scored = [i for i, done in zip(image_ids, read) if done > 0]
+    if not scored:
+        raise DatasetError(f"no image of {coco.image_dir} could be read")
+    metrics, _ = evaluate(coco.ann_file, results, scored, print_table)
+    metrics.update(val_images=len(scored), skipped=len(image_ids) - len(scored))
+    return metrics, results
 
 
-# ------------------------------------------------------------------ model info
+def validate(eval_net, val_data, batches, config, reduce_sum=None):
+    """COCO box AP of the network on val_data (METRIC_KEYS, val_images,
+    skipped, summary)."""
+    settings = test_settings(config)
+    detections = predict_batches(eval_net, batches, config.batch_size, settings, val_data.coco)
+    metrics, _ = score(detections, val_data.coco, settings, reduce_sum)
+    skipped = f", {metrics['skipped']} unreadable skipped" if metrics["skipped"] else ""
+    metrics["summary"] = (f"AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}, AP75 "
+                          f"{metrics['AP75']:.4f} ({metrics['val_images']} images{skipped})")
+    return metrics
+
 
 def make_info(config, data_info):
-    """What eval.py / export.py / infer.py need: the task, the network, the
-    input size, anchors, strides, classes and their dataset ids, thresholds."""
-    from src.model_info import make_info as base_info
-    info = base_info(config.model, config.num_classes, config.image_size, 1.0,
-                     data_info["class_names"], source=f"train.py on {data_info['source']}")
-    info.update(task=NAME, interpolation="bilinear", resize="keep_ratio_pad",
-                anchors=[[list(pair) for pair in level] for level in anchors_of(config)],
-                strides=list(STRIDES), neck_channels=list(config.neck_channels),
-                category_ids=list(data_info["category_ids"]), **test_settings(config))
-    return info
+    """What eval.py / export.py / infer.py need: the network, the input size,
+    anchors, strides, classes and their dataset ids, test thresholds."""
+    from src.model_info import new_info
+    return new_info(NAME, config.model, config.num_classes,
+                    (config.image_size, config.image_size),
+                    source=f"train.py on {data_info['source']}",
+                    class_names=list(data_info["class_names"]),
+                    category_ids=list(data_info["category_ids"]),
+                    anchors=[[list(pair) for pair in level] for level in anchors_of(config)],
+                    strides=list(STRIDES), neck_channels=list(config.neck_channels),
+                    resize="keep ratio, long side to input size, pad bottom/right with 0",
+                    **test_settings(config))
+
+
+# ------------------------------------------------------------------ eval.py
+
+EVAL_DEFAULTS = dict(val_split="val2017", val_ann_file="", val_image_dir="",
+                     predictions_file="")
+
+
+def _require_detector_info(info, where, path):
+    if info is None or info.get("task") != NAME:
+        raise ConfigError(f"{path}: no detector model info ({where or 'none recorded'}); "
+                          "detection weights must be a checkpoint written by train.py with a "
+                          "detection recipe (or its export)")
+
+
+def evaluate(config, info, where):
+    """COCO box AP of config.checkpoint_path on the val split of the COCO root
+    config.data_path: pycocotools' table on stdout, the metrics returned,
+    --predictions_file written in COCO results format."""
+    from src.data.coco import load_coco
+    from src.evaluation.coco import write_results
+    from src.tasks.classification import progress_logger
+    net, model, summary = load_network(config.checkpoint_path, info, config.model or None,
+                                       config.num_classes or None, config.fuse_bn)
+    _eval_log.info("%s; %s, %d classes, input %d", summary, model, info["num_classes"],
+                   input_size(info))
+    if config.size_given and config.image_size != input_size(info):
+        _eval_log.warning("--image_size %d ignored: the detector runs at its training input "
+                          "size %d (its anchors and decoding are built for it)",
+                          config.image_size, input_size(info))
+    coco = load_coco(*_coco_paths(config.data_path, config, "val"),
+                     category_ids=info["category_ids"])
+    dataset = _eval_dataset(coco, config.batch_size, input_size(info), config.num_workers)
+    _eval_log.info("data: %s (%d images, %d categories), batch %d", coco.ann_file,
+                   len(coco.images), len(coco.category_ids), config.batch_size)
+    settings = test_settings(info)
+    batches = dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+    detections = predict_batches(net, batches, config.batch_size, settings, coco,
+                                 progress_logger(dataset.num_files))
+    metrics, results = score(detections, coco, settings, print_table=True)
+    if config.predictions_file:
+        write_results(config.predictions_file, results)
+        _eval_log.info("%d detections written to %s (COCO results format)", len(results),
+                       config.predictions_file)
+    metrics.update(model=model, detections=len(results),
+                   checkpoint=os.path.abspath(config.checkpoint_path),
+                   annotations=os.path.abspath(coco.ann_file))
+    return metrics
+
+
+# ------------------------------------------------------------------ export.py
+
+OUTPUT_NAMES = ["detections"]
+
+
+def load_network(path, info=None, model=None, num_classes=None, fuse=False):
+    """The detector with its box decoding (what eval, export and infer run),
+    the checkpoint loaded; returns (net, model, summary)."""
+    import mindspore as ms
+    from src.fuse import fuse_bn
+    from src.weights import compare_to_network, read_weights
+    _require_detector_info(info, None, path)
+    if model and model != info["architecture"]:
+        raise ConfigError(f"--model {model}: {path} holds a {info['architecture']} detector")
+    if num_classes and num_classes != info["num_classes"]:
+        raise ConfigError(f"--num_classes {num_classes} contradicts {path}, a detector of "
+                          f"{info['num_classes']} classes; drop the flag")
+    net = create_eval_network(info)
+    params, fmt = read_weights(path)
+    compare_to_network(net, params, source=f"weights in {path} ({fmt})")
+    ms.load_param_into_net(net, _parameters(params), strict_load=True)
+    net.set_train(False)
+    summary = f"loaded {len(params)} tensors from {path} ({fmt})"
+    if fuse:
+        net = fuse_bn(net)
+        summary += "; BatchNorm folded into the backbone's convolutions"
+    return net, info["architecture"], summary
+
+
+def export_settings(args, net, model, info, where):
+    """The detector is exported at its training input size: the anchors of
+    the decoding are laid out for it."""
+    from src.tasks import ExportSettings
+    size = input_size(info)
+    for flag, value in (("--image_height", args.image_height), ("--image_width",
+                                                                args.image_width)):
+        if value and value != size:
+            raise ConfigError(f"{flag} {value}: a detector is exported at its input size "
+                              f"{size} (its decoding is built for it); drop the flag")
+    exported = {"file_format": args.file_format,
+                "batch_size": None if args.file_format == "ONNX" else args.batch_size,
+                "weights": os.path.abspath(args.checkpoint_path),
+                "output": "N x anchors x (x1, y1, x2, y2, objectness, class scores), input "
+                          "pixels; NMS not included (src/models/heads/yolov3_head.py "
+                          "select_detections)"}
+    file_info = dict(info, export=exported)
+    return ExportSettings(size, size, file_info, OUTPUT_NAMES,
+                          f"YOLOv3 detector, {info['num_classes']} classes, boxes decoded")
 
 
 # ------------------------------------------------------------------ inference
@@ -337,10 +452,11 @@ def prepare_image(path, info):
     return tensor, factors, image
 
 
-def detections_of(decoded, factors, image, info):
-    """One image's decoded rows -> (K, 6) detections in its own pixels."""
+def detections_of(decoded, factors, image, settings):
+    """One image's decoded rows -> (K, 6) detections in its own pixels
+    (image: anything with width and height)."""
     from src.models.heads.yolov3_head import select_detections, to_original_pixels
-    dets = select_detections(decoded, **test_settings(info))
+    dets = select_detections(decoded, **settings)
     return to_original_pixels(dets, factors, image.width, image.height)
 
 
@@ -373,3 +489,52 @@ def draw_detections(image, dets, class_names):
         draw.rectangle([x1, top_y, x1 + right - left + 2, top_y + bottom - top + 2], fill=colour)
         draw.text((x1 + 1, top_y), label, fill=(0, 0, 0))
     return canvas
+
+
+def add_infer_arguments(parser):
+    parser.add_argument("--output_dir", default="predictions",
+                        help="folder for the pictures with the boxes drawn (one PNG per image)")
+    parser.add_argument("--score_thr", type=float, default=0.3,
+                        help="draw and list detections scoring at least this (eval.py scores "
+                             "everything above the recorded score_thr)")
+
+
+def predict(runner, paths, args):
+    """Detections per image: printed, drawn into --output_dir, returned as
+    [{image, picture, detections: [{bbox, score, class_name, category_id}]}]."""
+    from src.dataset import BadImageError
+    from src.tasks import InferError
+    info = runner.info
+    if info is None or info.get("task") != NAME:
+        raise InferError(f"{runner.info_source}: no detector model info")
+    if runner.fixed_size not in (None, input_size(info)):
+        raise InferError(f"the exported file takes {runner.fixed_size}x{runner.fixed_size} "
+                         f"but its model info says {input_size(info)}")
+    settings = dict(test_settings(info), score_thr=max(args.score_thr, info["score_thr"]))
+    os.makedirs(args.output_dir, exist_ok=True)
+    predictions = []
+    for start in range(0, len(paths), runner.batch_size):
+        prepared = []
+        for path in paths[start:start + runner.batch_size]:
+            try:
+                prepared.append((path, *prepare_image(path, info)))
+            except BadImageError as err:
+                print(f"warning: skipping unreadable image {err}", file=sys.stderr)
+        if not prepared:
+            continue
+        decoded = runner.run(np.stack([p[1] for p in prepared]))[0]
+        for (path, _, factors, image), rows in zip(prepared, decoded):
+            dets = detections_of(rows, factors, image, settings)
+            picture = os.path.join(args.output_dir,
+                                   os.path.splitext(os.path.basename(path))[0] + ".png")
+            draw_detections(image, dets, info["class_names"]).save(picture)
+            predictions.append({"image": path, "picture": picture,
+                                "detections": detection_records(dets, info)})
+    for prediction in predictions:
+        print(f"{prediction['image']}: {len(prediction['detections'])} detections -> "
+              f"{prediction['picture']}")
+        for det in prediction["detections"]:
+            print(f"  {det['class_name']:<20s} {det['score']:.3f}  "
+                  f"[{', '.join(f'{v:.1f}' for v in det['bbox'])}]")
+    print(f"detected in {len(predictions)} of {len(paths)} images; pictures in {args.output_dir}")
+    return predictions
