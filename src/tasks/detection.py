@@ -362,8 +362,12 @@ def evaluate(config, info, where):
     from src.data.coco import load_coco
     from src.evaluation.coco import write_results
     from src.tasks.classification import progress_logger
-    net, model, summary = load_network(config.checkpoint_path, info, config.model or None,
-                                       config.num_classes or None, config.fuse_bn)
+    _require_detector_info(info, where, config.checkpoint_path)
+    # the class count and network are the checkpoint's (eval.py's recipe
+    # defaults are a classifier's): only an explicit --model is checked
+    net, model, summary = load_network(config.checkpoint_path, info,
+                                       config.model if config.model_given else None, None,
+                                       config.fuse_bn)
     _eval_log.info("%s; %s, %d classes, input %d", summary, model, info["num_classes"],
                    input_size(info))
     if config.size_given and config.image_size != input_size(info):
