@@ -53,9 +53,11 @@ def evaluate(ann_file, results, image_ids=None, print_table=True):
     from pycocotools.cocoeval import COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ann_file)
-    if not results:
-        _logger.warning("no detections at all: every AP is 0")
-        return dict.fromkeys(METRIC_KEYS, 0.0), ""
+    if not results:  # COCO.loadRes refuses an empty list
+        table = "no detections above the score threshold: every AP is 0\n"
+        if print_table:
+            print(table, end="")
+        return dict.fromkeys(METRIC_KEYS, 0.0), table
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
     coco_eval = COCOeval(gt, dt, "bbox")
