@@ -125,6 +125,12 @@ def test_train_transform_pads_to_the_largest_scale():
     rng = np.random.default_rng(0)
     img = np.full((40, 80, 3), 128, np.uint8)
     anns = np.array([[10, 10, 30, 30, 0, 0]], np.float32)
-    out, moved = train_transform(img, anns, rng, (64, 96))
-    assert out.shape == (3, 96, 96)
-    assert (out[:, 48:, :] == 0).all()  # height <= 96 / 2: rows from 48 on are padding
+    for _ in range(5):  # resize (long side 64-96, ratio kept), flip, pad
+        out, moved = train_transform(img, anns, rng, (64, 96), augment=False)
+        assert out.shape == (3, 96, 96)
+        assert (out[:, 48:, :] == 0).all()  # height <= 96 / 2: rows from 48 on are padding
+        side = moved[0, 2] - moved[0, 0]
+        # the long side scaled 64-96 / 80 (x0.8-1.2); each axis rounded to whole pixels
+        assert 16 <= side <= 24 and moved[0, 3] - moved[0, 1] == pytest.approx(side, rel=0.05)
+    for _ in range(5):  # with distortion, expand and crop: still the one padded square
+        assert train_transform(img, anns, rng, (64, 96))[0].shape == (3, 96, 96)
