@@ -3,11 +3,13 @@
 YOLOv3 neck and head of mmdetection's MobileNetV2 recipe (96 channels).
 
 The stride-32 map is ``blocks.9`` (960 channels at 1.0x: the final 1x1
-conv, what timm's and mindcv's feature_info name for stride 32) rather than
-``blocks.8`` (160): it is the map the ImageNet weights were trained to
-produce for the classifier, the PyTorch twin is timm's own features_only
-model, and the extra cost is one 1x1 conv on a 10x10 map (15M MACs at 320)
-plus 960x96 weights in the neck's first conv.
+conv, what the port's feature_info names for stride 32) rather than
+``blocks.8`` (160, the last bottleneck): it is the map the ImageNet weights
+were trained to produce for the classifier, and the extra cost is one 1x1
+conv on a 10x10 map at 320 (+15M MACs, about 7%) plus 960x96 weights in the
+neck's first conv. (mmdetection's MobileNetV2 takes its last bottleneck,
+320 channels, not its 1280 conv; timm's ghostnet feature_info names
+blocks.3 / 5 / 7, the first block at each stride; the paper says nothing.)
 
 Parameter names: ``backbone.<GhostNetV2 name>`` (a classification
 checkpoint's names behind one prefix), ``neck.*``, ``bbox_head.*``
@@ -64,9 +66,9 @@ class YOLOV3Predictor(nn.Cell):
 
 def yolov3_ghostnetv2(model="ghostnetv2_100", num_classes=80, neck_channels=NECK_CHANNELS,
                       **backbone_kwargs):
-    """A GhostNetV2-YOLOv3 of any GhostNetV2 model name (any width via
-    ``ghostnetv2_1x`` + ``width=``... through src.ghostnetv2's factories) and
-    class count. Backbone weights are loaded by the caller (src/tasks/detection)."""
+    """A GhostNetV2-YOLOv3 of any GhostNetV2 model name and class count
+    (backbone_kwargs go to src.ghostnetv2's factory). Backbone weights are
+    loaded by the caller (src/tasks/detection.py)."""
     backbone = create_model(model, features_only=True, out_indices=OUT_INDICES,
                             num_classes=0, **backbone_kwargs)
     # The ImageNet head's 1x1 conv (960 -> 1280) feeds only the pooled
