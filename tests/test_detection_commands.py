@@ -82,6 +82,12 @@ def test_onnx_export_gives_the_checkpoint_outputs(run, tmp_path):
     batch = np.stack([prepare_image(p, info)[0] for p in images[:3]])
     from_onnx = infer.Runner(onnx_path=onnx_path).run(batch)[0]
     runner = infer.Runner(checkpoint_path=checkpoint)  # batch 1
+    # the runner holds the checkpoint's weights (two unloaded networks would
+    # agree with each other too: MindSpore's initialisation is seeded)
+    from src.weights import read_weights
+    saved, _ = read_weights(checkpoint)
+    for param in runner.net.get_parameters():
+        np.testing.assert_array_equal(param.asnumpy(), saved[param.name])
     from_ckpt = np.concatenate([runner.run(batch[i:i + 1])[0] for i in range(len(batch))])
     assert from_onnx.shape == (3, 3 * (4 + 16 + 64), 5 + 10)
     assert np.abs(from_onnx - from_ckpt).max() <= 1e-4 * np.abs(from_ckpt).max()
