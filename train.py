@@ -202,7 +202,8 @@ class Trainer:
         self.checkpoints.info = task.make_info(config, data_info)
         self.val_data = task.create_val_data(config, self.rank_id, self.rank_size, data_info)
         self.steps_per_epoch = self.train_data.num_files // config.batch_size
-        self.lrs = lr_schedule(config, self.steps_per_epoch)
+        # a task may bring its own schedule (detection: warmup over iterations, steps)
+        self.lrs = getattr(task, "lr_schedule", lr_schedule)(config, self.steps_per_epoch)
         self.net = build_network(config)
         optimizer = create_optimizer(self.net, config, self.lrs)
         self.train_step = task.create_train_step(self.net, config, optimizer)

@@ -44,6 +44,9 @@ Training (train.py's Trainer; ``config`` is the merged recipe)
   (mindcv / src.timm_recipe train step: EMA parameters named ``ema.<name>``,
   loss scale, gradient clipping where the recipe has it). Its parameters
   are what checkpoints hold and resume restores.
+- ``lr_schedule(config, steps_per_epoch) -> [lr per step]`` (optional):
+  the task's own schedule instead of src.train_utils.lr_schedule (detection:
+  mmdetection's linear warmup over iterations, then steps at epochs).
 - ``create_eval_network(config)``: a network with the training network's
   parameter names, into which the Trainer copies the (EMA) weights to
   validate.

@@ -1,0 +1,124 @@
+"""A small real detection set from what packages ship, as a COCO root:
+scikit-learn's handwritten digits (1797 8x8 scans) pasted on crops of
+scikit-image's sample photographs, written as ``ROOT/annotations/
+instances_{train,val}.json`` + ``ROOT/{train,val}/*.png``.
+
+Each image has 0-3 digits (about 5% have none), each digit scaled to a
+random size (bilinear) and drawn in a colour that contrasts with the photo
+under it; its box is the extent of the ink. The digits of the val split are
+scans no train image uses (the split of src/digits.py). Category ids are
+deliberately not 0-9 or contiguous (primes), as COCO's are not.
+"""
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from src.digits import split_indices
+
+CATEGORY_IDS = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # digit d has id CATEGORY_IDS[d]
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "coins", "camera", "moon", "grass", "gravel", "brick",
+          "retina", "horse", "cell")
+INK_THRESHOLD = 0.25  # alpha above which a pixel counts as ink (the box)
+
+
+def load_photos():
+    import skimage.data
+    photos = []
+    for name in PHOTOS:
+        img = np.asarray(getattr(skimage.data, name)())
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        photos.append(img[..., :3].astype(np.uint8))
+    return photos
+
+
+def random_crop(photo, size, rng):
+    """A random square crop of 1-2.5x size, resized to size x size."""
+    h, w = photo.shape[:2]
+    side = int(min(h, w, rng.uniform(1.0, 2.5) * size))
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = Image.fromarray(photo[top:top + side, left:left + side])
+    return np.asarray(crop.resize((size, size), Image.BILINEAR), np.float32)
+
+
+def paste_digit(canvas, pixels, x, y, side, rng):
+    """Draw an 8x8 digit scan (0-16) at (x, y) scaled to side; returns its
+    ink box [x, y, w, h] or None when too little ink is left."""
+    alpha = np.asarray(Image.fromarray((pixels / 16.0 * 255).astype(np.uint8))
+                       .resize((side, side), Image.BILINEAR), np.float32) / 255
+    region = canvas[y:y + side, x:x + side]
+    ink = np.full(3, 255.0 if region.mean() < 110 else 0.0)
+    ink = np.clip(ink + rng.uniform(-40, 40, 3), 0, 255)
+    canvas[y:y + side, x:x + side] = region * (1 - alpha[..., None]) + ink * alpha[..., None]
+    ys, xs = np.nonzero(alpha > INK_THRESHOLD)
+    if not len(xs):
+        return None
+    return [float(x + xs.min()), float(y + ys.min()), float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1)]
+
+
+def _overlaps(box, boxes, margin=2):
+    x, y, w, h = box
+    return any(x < bx + bw + margin and bx < x + w + margin and y < by + bh + margin
+               and by < y + h + margin for bx, by, bw, bh in boxes)
+
+
+def make_image(photos, scans, labels, size, rng, digit_sizes, max_digits=3):
+    canvas = random_crop(photos[rng.integers(len(photos))], size, rng)
+    anns, placed = [], []
+    count = 0 if rng.random() < 0.05 else int(rng.integers(1, max_digits + 1))
+    for _ in range(count):
+        for _attempt in range(20):
+            side = int(rng.integers(digit_sizes[0], digit_sizes[1] + 1))
+            x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+            if not _overlaps((x, y, side, side), placed):
+                break
+        else:
+            continue
+        k = int(rng.integers(len(scans)))
+        box = paste_digit(canvas, scans[k], x, y, side, rng)
+        if box is not None:
+            placed.append((x, y, side, side))
+            anns.append((box, int(labels[k])))
+    return np.clip(canvas, 0, 255).astype(np.uint8), anns
+
+
+def write_split(root, split, photos, scans, labels, count, size, rng, digit_sizes):
+    image_dir = os.path.join(root, split)
+    os.makedirs(image_dir, exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        img, anns = make_image(photos, scans, labels, size, rng, digit_sizes)
+        image_id = 1000 + i  # ids need not start at 0 or 1
+        name = f"{image_id:06d}.png"
+        Image.fromarray(img).save(os.path.join(image_dir, name))
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
+        for box, digit in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": CATEGORY_IDS[digit], "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})
+    categories = [{"id": cid, "name": str(d), "supercategory": "digit"}
+                  for d, cid in enumerate(CATEGORY_IDS)]
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w",
+              encoding="utf-8") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return len(images), len(annotations)
+
+
+def write_digit_detection(root, num_train=800, num_val=200, size=128, digit_sizes=(20, 44),
+                          seed=0):
+    """Write the set; returns {split: (images, boxes)}."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    train_idx, val_idx = split_indices(digits.target, 0.2, seed)
+    photos = load_photos()
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for split, idx, count in (("train", train_idx, num_train), ("val", val_idx, num_val)):
+        counts[split] = write_split(root, split, photos, digits.images[idx], digits.target[idx],
+                                    count, size, rng, digit_sizes)
+    return counts

@@ -1,0 +1,109 @@
+"""GhostNetV2-YOLOv3 through the commands, end to end on a tiny digit
+detection set (COCO layout, category ids 2..29): train.py (one epoch, COCO
+validation) -> eval.py (pycocotools table, AP line, COCO results file) ->
+export.py ONNX -> infer.py on the ONNX file and on the checkpoint (same
+decoded outputs, pictures and JSON written)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycocotools")
+
+import eval as eval_cmd  # noqa: E402
+import export  # noqa: E402
+import infer  # noqa: E402
+import train  # noqa: E402
+from src.data.digits_detection import CATEGORY_IDS, write_digit_detection  # noqa: E402
+from src.model_info import read_info  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "config", "yolov3_ghostnetv2_100_digits.yaml")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    write_digit_detection(str(root / "coco"), num_train=16, num_val=6, size=64,
+                          digit_sizes=(16, 32), seed=1)
+    out = root / "run"
+    code = train.main(["--config_path", RECIPE, "--data_path", str(root / "coco"),
+                       "--image_size", "64", "--batch_size", "4", "--epoch_size", "1",
+                       "--warmup_iters", "2", "--lr_steps", "[]", "--num_workers", "1",
+                       "--log_interval", "1", "--output_dir", str(out),
+                       # keep every box: one epoch scores below the recipe's 0.05
+                       "--score_thr", "0", "--conf_thr", "0"])
+    assert code == 0
+    return root
+
+
+def test_train_writes_a_detector(run):
+    with open(run / "run" / "metrics.jsonl", encoding="utf-8") as f:
+        record = json.loads(f.readline())
+    assert set(record) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "train_loss"}
+    info, _ = read_info(str(run / "run" / "best.ckpt"))
+    assert info["task"] == "detection" and info["category_ids"] == list(CATEGORY_IDS)
+    assert info["input_size"] == [3, 64, 64] and len(info["anchors"]) == 3
+
+
+def test_eval_prints_coco_metrics_and_writes_results(run, capsys):
+    predictions = run / "predictions.json"
+    assert eval_cmd.main(["--checkpoint_path", str(run / "run" / "best.ckpt"),
+                          "--data_path", str(run / "coco"), "--val_split", "val",
+                          "--batch_size", "4", "--device_target", "CPU",
+                          "--predictions_file", str(predictions)]) == 0
+    out = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    with open(run / "run" / "metrics.jsonl", encoding="utf-8") as f:
+        trained = json.loads(f.readline())
+    # the same weights on the same images: the AP validation logged
+    for key in ("AP", "AP50", "AP75"):
+        assert result[key] == pytest.approx(trained[key], abs=1e-6)
+    assert result["val_images"] == 6
+    with open(predictions, encoding="utf-8") as f:
+        results = json.load(f)
+    assert len(results) == result["detections"] > 0
+    for det in results:
+        assert det["category_id"] in CATEGORY_IDS and det["image_id"] >= 1000
+        x, y, w, h = det["bbox"]
+        assert 0 <= x <= x + w <= 64 and 0 <= y <= y + h <= 64
+
+
+def test_onnx_export_gives_the_checkpoint_outputs(run, tmp_path):
+    from src.tasks.detection import prepare_image
+    checkpoint = str(run / "run" / "best.ckpt")
+    onnx_path = str(tmp_path / "det.onnx")
+    assert export.main(["--checkpoint_path", checkpoint, "--file_format", "ONNX",
+                        "--file_name", onnx_path]) == 0
+    images = sorted(str(p) for p in (run / "coco" / "val").iterdir())
+    info, _ = read_info(onnx_path)
+    batch = np.stack([prepare_image(p, info)[0] for p in images[:3]])
+    from_onnx = infer.Runner(onnx_path=onnx_path).run(batch)[0]
+    runner = infer.Runner(checkpoint_path=checkpoint)  # batch 1
+    # the runner holds the checkpoint's weights (two unloaded networks would
+    # agree with each other too: MindSpore's initialisation is seeded)
+    from src.weights import read_weights
+    saved, _ = read_weights(checkpoint)
+    for param in runner.net.get_parameters():
+        np.testing.assert_array_equal(param.asnumpy(), saved[param.name])
+    from_ckpt = np.concatenate([runner.run(batch[i:i + 1])[0] for i in range(len(batch))])
+    assert from_onnx.shape == (3, 3 * (4 + 16 + 64), 5 + 10)
+    assert np.abs(from_onnx - from_ckpt).max() <= 1e-4 * np.abs(from_ckpt).max()
+    # infer.py on the ONNX file: a picture and a JSON entry per image
+    output_json = tmp_path / "det.json"
+    assert infer.main(["--onnx_path", onnx_path, "--image_path", str(run / "coco" / "val"),
+                       "--output_dir", str(tmp_path / "pictures"), "--score_thr", "0",
+                       "--output_json", str(output_json)]) == 0
+    with open(output_json, encoding="utf-8") as f:
+        predictions = json.load(f)
+    assert len(predictions) == 6
+    assert all(os.path.isfile(p["picture"]) for p in predictions)
+
+
+def test_class_count_contradicting_the_checkpoint(run, capsys):
+    code = export.main(["--checkpoint_path", str(run / "run" / "best.ckpt"), "--file_format",
+                        "ONNX", "--num_classes", "80", "--file_name", str(run / "x.onnx")])
+    assert code == 1
+    assert "--num_classes 80 contradicts" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""COCO reading (ids kept, crowd, clipping and skipping counted, bad files),
+the detection transforms and the train / eval pipelines on a tiny COCO root."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.data.coco import load_coco, split_paths
+from src.data.detection_transforms import (expand, hflip, min_iou_random_crop,
+                                           resize_keep_ratio, train_transform)
+from src.dataset import DatasetError
+
+
+def write_coco(root, annotations, images=None, categories=None, split="val2017"):
+    """A COCO root with 64x48 images 1-3 (image 3 has no boxes), a missing
+    file (id 4) and a corrupt one (id 5)."""
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = images or [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 48}
+                        for i in range(1, 6)]
+    for image in images[:3]:
+        pixels = rng.integers(0, 255, (image["height"], image["width"], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(root, split, image["file_name"]))
+    with open(os.path.join(root, split, "5.png"), "wb") as f:
+        f.write(b"not a png")
+    categories = categories or [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return split_paths(root, split)
+
+
+ANNOTATIONS = [
+    {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 5, 20, 10], "iscrowd": 0},
+    {"id": 2, "image_id": 1, "category_id": 3, "bbox": [50, 40, 30, 20], "iscrowd": 0},  # clipped
+    {"id": 3, "image_id": 2, "category_id": 3, "bbox": [5, 5, 0.5, 10], "iscrowd": 0},  # skipped
+    {"id": 4, "image_id": 2, "category_id": 7, "bbox": [0, 0, 30, 30], "iscrowd": 1},
+]
+
+
+def test_read_coco(tmp_path):
+    coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    assert coco.category_ids == [3, 7] and coco.class_names == ["cat", "dog"]
+    assert [im.image_id for im in coco.images] == [1, 2, 3, 4, 5]
+    first, second, third = coco.images[:3]
+    np.testing.assert_allclose(first.boxes, [[10, 5, 30, 15], [50, 40, 64, 48]])
+    np.testing.assert_array_equal(first.classes, [1, 0])  # dog = index 1, cat = index 0
+    assert coco.clipped_boxes == 1 and coco.skipped_boxes == 1
+    assert second.crowd.tolist() == [True] and len(third.boxes) == 0
+
+
+def test_unknown_category_names_the_file(tmp_path):
+    bad = ANNOTATIONS + [{"id": 9, "image_id": 1, "category_id": 5, "bbox": [0, 0, 5, 5]}]
+    paths = write_coco(str(tmp_path), bad)
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: annotation 9 has "
+                                           r"category_id 5"):
+        load_coco(*paths)
+
+
+def test_missing_layout_says_what_is_expected(tmp_path):
+    with pytest.raises(DatasetError, match="annotations/instances_train2017.json"):
+        split_paths(str(tmp_path), "train2017")
+
+
+def test_eval_pipeline_skips_and_counts_bad_images(tmp_path):
+    from src.data.detection import create_eval_dataset
+    coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    dataset = create_eval_dataset(coco, 2, 64, num_workers=1)
+    ids, factors = [], []
+    for images, image_ids, batch_factors in dataset.create_tuple_iterator(output_numpy=True,
+                                                                         num_epochs=1):
+        assert images.shape[1:] == (3, 64, 64)
+        ids += image_ids.tolist()
+        factors += batch_factors.tolist()
+    assert ids == [1, 2, 3] and dataset.bad_images.count == 2
+    np.testing.assert_allclose(factors[0], [1.0, 1.0])  # 64x48: the long side is already 64
+
+
+def test_train_pipeline_targets(tmp_path):
+    from src.data.detection import create_train_dataset
+    from src.models.heads.yolov3_head import ANCHORS_320, STRIDES
+    coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    dataset = create_train_dataset(coco, 2, ANCHORS_320, STRIDES, (64, 64), augment=False,
+                                   num_workers=1, seed=0)
+    assert dataset.num_files == 2  # images 1 and 2 have annotations (filter_empty_gt)
+    images, box_targets, labels = next(dataset.create_tuple_iterator(output_numpy=True))
+    anchors = 3 * (2 * 2 + 4 * 4 + 8 * 8)
+    assert images.shape == (2, 3, 64, 64) and box_targets.shape == (2, anchors, 4)
+    assert labels.shape == (2, anchors)
+    # two boxes in image 1, none but a crowd box in image 2
+    assert sorted(((labels >= 0).sum(1)).tolist()) == [0, 2]
+
+
+def test_resize_and_flip_move_boxes():
+    img = np.zeros((50, 100, 3), np.float32)
+    anns = np.array([[10, 20, 30, 40, 1, 0]], np.float32)
+    out, moved, factors = resize_keep_ratio(img, anns, 64)
+    assert out.shape == (32, 64, 3)  # 50 * 0.64 = 32
+    np.testing.assert_allclose(factors, [0.64, 0.64])
+    np.testing.assert_allclose(moved[0, :4], [6.4, 12.8, 19.2, 25.6], rtol=1e-6)
+    flipped_img, flipped = hflip(img, anns)
+    np.testing.assert_allclose(flipped[0, :4], [70, 20, 90, 40])
+    assert flipped[0, 4] == 1
+
+
+def test_expand_and_crop_keep_boxes_on_their_pixels():
+    rng = np.random.default_rng(3)
+    img = np.zeros((60, 80, 3), np.float32)
+    img[10:30, 20:50] = 200  # the object's pixels
+    anns = np.array([[20, 10, 50, 30, 0, 0]], np.float32)
+    for _ in range(20):
+        big, moved = expand(img, anns, rng, prob=1.0)
+        x1, y1, x2, y2 = moved[0, :4].astype(int)
+        assert (big[y1:y2, x1:x2] == 200).all()
+        crop, kept = min_iou_random_crop(big, moved, rng)
+        if len(kept):
+            x1, y1, x2, y2 = np.round(kept[0, :4]).astype(int)
+            assert (crop[y1:y2, x1:x2] == 200).all()
+            assert 0 <= x1 < x2 <= crop.shape[1] and 0 <= y1 < y2 <= crop.shape[0]
+
+
+def test_train_transform_pads_to_the_largest_scale():
+    rng = np.random.default_rng(0)
+    img = np.full((40, 80, 3), 128, np.uint8)
+    anns = np.array([[10, 10, 30, 30, 0, 0]], np.float32)
+    for _ in range(5):  # resize (long side 64-96, ratio kept), flip, pad
+        out, moved = train_transform(img, anns, rng, (64, 96), augment=False)
+        assert out.shape == (3, 96, 96)
+        assert (out[:, 48:, :] == 0).all()  # height <= 96 / 2: rows from 48 on are padding
+        side = moved[0, 2] - moved[0, 0]
+        # the long side scaled 64-96 / 80 (x0.8-1.2); each axis rounded to whole pixels
+        assert 16 <= side <= 24 and moved[0, 3] - moved[0, 1] == pytest.approx(side, rel=0.05)
+    for _ in range(5):  # with distortion, expand and crop: still the one padded square
+        assert train_transform(img, anns, rng, (64, 96))[0].shape == (3, 96, 96)
