@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from src.dataset import DatasetError, load_rgb
+from src.models.losses.segmentation_loss import IGNORE_LABEL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DATASET_FILE = "dataset.json"
@@ -124,8 +125,9 @@ def scan_split(root, split):
 
 
 def read_label(path, num_classes, ignore_index, reduce_zero_label):
-    """A label PNG as an (H, W) uint8/int32 array of class indices (0..C-1) or
-    ignore_index; DatasetError naming the file for what cannot be right."""
+    """A label PNG as an (H, W) int32 array of class indices 0..C-1, its ignored
+    pixels IGNORE_LABEL (whatever value the data set stores for them);
+    DatasetError naming the file for what cannot be right."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -138,18 +140,20 @@ def read_label(path, num_classes, ignore_index, reduce_zero_label):
                            "pixel (greyscale or palette PNG), convert colour-coded masks to "
                            "indices first")
     values = values.astype(np.int32)
+    ignored = values == ignore_index
     if reduce_zero_label:  # ADE20K: 0 ("other") ignored, k -> k - 1
-        ignored = (values == 0) | (values == ignore_index)
-        values = np.where(ignored, ignore_index, values - 1)
-    bad = (values != ignore_index) & ((values < 0) | (values >= num_classes))
+        ignored |= values == 0
+        values = values - 1
+    bad = ~ignored & ((values < 0) | (values >= num_classes))
     if bad.any():
-        shown = sorted(set(np.unique(values[bad]).tolist()))[:5]
+        shown = sorted(np.unique(values[bad]).tolist())[:5]
         stored = [v + 1 for v in shown] if reduce_zero_label else shown
         raise DatasetError(f"{path}: label values {stored} are neither a class (0.."
                            f"{num_classes - 1 + int(reduce_zero_label)}"
-                           f"{' stored, 0 ignored' if reduce_zero_label else ''}) nor the "
-                           f"ignore value {ignore_index}: fix the mask or the classes of "
+                           f"{', 0 ignored' if reduce_zero_label else ''}) nor the ignore value "
+                           f"{ignore_index}: fix the mask, or the classes / ignore_index of "
                            f"{DATASET_FILE}")
+    values[ignored] = IGNORE_LABEL
     return values
 
 
@@ -166,7 +170,7 @@ def read_pair(image_path, label_path, info):
 
 
 def to_stored_values(prediction, info):
-    """Class indices -> the data set's own label values (reduce_zero_label: k -> k + 1)."""
+    """Predicted class indices -> the data set's own label values (reduce_zero_label: k -> k + 1)."""
     prediction = np.asarray(prediction, np.int64)
     return prediction + 1 if info["reduce_zero_label"] else prediction
 
@@ -201,23 +205,33 @@ def create_train_dataset(root, info, transform, batch_size, num_workers=1, rank_
     return dataset
 
 
-class EvalSet:
-    """The evaluation split, every image once, in name order; rank r of n
-    gets images r, r + n, ... Iterating yields dict(image: CHW float32 after
-    the test resize, label: int32 at the original size, image_path,
-    label_path)."""
+class EvalSource:
+    """Random-access source of the evaluation split: (CHW float32 image after
+    the test resize, int32 label at the original size, int32 index into
+    ``pairs``)."""
 
-    def __init__(self, root, info, scale, rank_id=0, rank_size=1, split=VAL_SPLIT):
+    def __init__(self, pairs, info, scale):
         from src.data.seg_transforms import eval_image
-        self.info, self.scale, self._eval_image = info, tuple(scale), eval_image
-        self.pairs = scan_split(root, split)[rank_id::rank_size]
-        self.num_files = len(self.pairs)
+        self.pairs, self.info, self.scale, self._eval_image = pairs, info, tuple(scale), eval_image
 
     def __len__(self):
-        return self.num_files
+        return len(self.pairs)
 
-    def __iter__(self):
-        for image_path, label_path in self.pairs:
-            image, label = read_pair(image_path, label_path, self.info)
-            yield dict(image=self._eval_image(image, self.scale), label=label,
-                       image_path=image_path, label_path=label_path)
+    def __getitem__(self, index):
+        image, label = read_pair(*self.pairs[index], self.info)
+        return self._eval_image(image, self.scale), label, np.int32(index)
+
+
+def create_eval_dataset(root, info, scale, rank_id=0, rank_size=1, split=VAL_SPLIT):
+    """The evaluation split in name order, every image once, batches of one
+    (image sizes differ): (image float32 1x3xHxW, label int32 1xH0xW0, index
+    int32 [1]). Rank r of n gets images r, r + n, ...; ``dataset.pairs``
+    holds (image path, label path) by index, ``dataset.num_files`` their
+    number on this rank."""
+    import mindspore.dataset as ds
+    pairs = scan_split(root, split)[rank_id::rank_size]
+    dataset = ds.GeneratorDataset(EvalSource(pairs, info, scale), ["image", "label", "index"],
+                                  shuffle=False)
+    dataset = dataset.batch(1)
+    dataset.pairs, dataset.num_files = pairs, len(pairs)
+    return dataset

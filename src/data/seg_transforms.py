@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from src.dataset import IMAGENET_MEAN, IMAGENET_STD
+from src.models.losses.segmentation_loss import IGNORE_LABEL
 
 CROP_TRIES = 10  # mmsegmentation's RandomCrop: tries for a crop under cat_max_ratio
 
@@ -42,7 +43,7 @@ def random_resize(image, label, scale, ratio_range, rng):
     return resize_image(image, size), resize_label(label, size)
 
 
-def random_crop(image, label, crop_size, cat_max_ratio, ignore_index, rng):
+def random_crop(image, label, crop_size, cat_max_ratio, rng):
     """A crop of at most crop_size; up to CROP_TRIES draws for one whose most
     frequent labelled class covers less than cat_max_ratio of its labelled
     pixels (mmsegmentation's rule; 1.0 turns it off)."""
@@ -57,7 +58,7 @@ def random_crop(image, label, crop_size, cat_max_ratio, ignore_index, rng):
     if cat_max_ratio < 1.0:
         for _ in range(CROP_TRIES):
             window = label[top:top + crop_h, left:left + crop_w]
-            _, counts = np.unique(window[window != ignore_index], return_counts=True)
+            _, counts = np.unique(window[window != IGNORE_LABEL], return_counts=True)
             if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
                 break
             top, left = draw()
@@ -100,24 +101,24 @@ def normalize(image):
     return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
-def pad_to(image_chw, label, size, ignore_index):
-    """Pad bottom / right to size: image with 0 (after normalising), label with ignore."""
+def pad_to(image_chw, label, size):
+    """Pad bottom / right to size: image with 0 (after normalising), label ignored."""
     pad_h, pad_w = size[0] - image_chw.shape[1], size[1] - image_chw.shape[2]
     if pad_h == 0 and pad_w == 0:
         return image_chw, label
     image_chw = np.pad(image_chw, ((0, 0), (0, pad_h), (0, pad_w)))
-    label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=ignore_index)
+    label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_LABEL)
     return image_chw, label
 
 
 class TrainTransform:
     """The training pipeline on one pair: -> (CHW float32 image, (crop) int32 label)."""
 
-    def __init__(self, scale, ratio_range, crop_size, cat_max_ratio, ignore_index, hflip=0.5,
-                 photometric=True, seed=None):
+    def __init__(self, scale, ratio_range, crop_size, cat_max_ratio, hflip=0.5, photometric=True,
+                 seed=None):
         self.scale, self.ratio_range = tuple(scale), tuple(ratio_range)
         self.crop_size, self.cat_max_ratio = tuple(crop_size), cat_max_ratio
-        self.ignore_index, self.hflip, self.photometric = ignore_index, hflip, photometric
+        self.hflip, self.photometric = hflip, photometric
         self.seed, self._rng, self._pid = seed, None, None
 
     @property
@@ -132,14 +133,13 @@ class TrainTransform:
     def __call__(self, image, label):
         rng = self.rng
         image, label = random_resize(image, label, self.scale, self.ratio_range, rng)
-        image, label = random_crop(image, label, self.crop_size, self.cat_max_ratio,
-                                   self.ignore_index, rng)
+        image, label = random_crop(image, label, self.crop_size, self.cat_max_ratio, rng)
         if rng.random() < self.hflip:
             image, label = image[:, ::-1], label[:, ::-1]
         if self.photometric:
             image = photometric_distortion(image, rng)
         image, label = pad_to(normalize(image), np.ascontiguousarray(label, np.int32),
-                              self.crop_size, self.ignore_index)
+                              self.crop_size)
         return image, label
 
 

@@ -9,10 +9,10 @@ pixels whose label is not the ignore value. Then
 
 A class absent from both the labels and the predictions has IoU 0/0 = NaN
 and is left out of mIoU (as mmsegmentation's nanmean does); a class only
-predicted has IoU 0; a class absent from the labels has Acc NaN. Scores are
-percentages, as mmsegmentation reports them.
+predicted has IoU 0; a class absent from the labels has Acc NaN. The metrics are
+fractions (the project's convention: top1 is one too); the per-class table
+is in percent, as mmsegmentation prints it (its mIoU 34.08 = 0.3408 here).
 """
-import json
 import math
 
 import numpy as np
@@ -64,23 +64,22 @@ class SegmentationScore:
         self.num_images = int(round(total[-1]))
 
     def per_class(self):
-        """(IoU, Acc) arrays in percent, NaN where undefined (0 / 0)."""
+        """(IoU, Acc) arrays of fractions, NaN where undefined (0 / 0)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = self.areas[INTERSECTION] / self.areas[UNION]
             acc = self.areas[INTERSECTION] / self.areas[LABEL]
-        return 100 * iou, 100 * acc
+        return iou, acc
 
     def scores(self):
-        """dict(mIoU, mAcc, aAcc) in percent (NaN when nothing was labelled)."""
+        """dict(mIoU, mAcc, aAcc) as fractions (NaN when nothing was labelled)."""
         iou, acc = self.per_class()
         labelled = self.areas[LABEL].sum()
         return dict(mIoU=_nanmean(iou), mAcc=_nanmean(acc),
-                    aAcc=100 * self.areas[INTERSECTION].sum() / labelled if labelled
-                    else float("nan"))
+                    aAcc=self.areas[INTERSECTION].sum() / labelled if labelled else float("nan"))
 
     def table(self, class_names):
-        """Per-class IoU / Acc as text lines (mmsegmentation's table)."""
-        iou, acc = self.per_class()
+        """Per-class IoU / Acc in percent as text lines (mmsegmentation's table)."""
+        iou, acc = (100 * values for values in self.per_class())
         width = max([5] + [len(name) for name in class_names])
         lines = [f"{'Class':<{width}}  {'IoU':>6}  {'Acc':>6}"]
         lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}"
@@ -97,7 +96,7 @@ def _fmt(value):
     return "nan" if math.isnan(value) else f"{value:.2f}"
 
 
-def json_line(scores, **extra):
-    """The metrics as one JSON object (NaN as null), rounded to 2 decimals as mmsegmentation."""
-    return json.dumps({**{k: None if math.isnan(scores[k]) else round(scores[k], 2)
-                          for k in METRIC_KEYS}, **extra})
+def json_metrics(scores):
+    """The metrics for JSON: fractions rounded to 4 decimals (mmsegmentation's
+    2 decimals of a percentage), NaN as None."""
+    return {k: None if math.isnan(scores[k]) else round(float(scores[k]), 4) for k in METRIC_KEYS}

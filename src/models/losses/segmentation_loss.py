@@ -12,15 +12,18 @@ from mindspore import nn
 
 from src.models.segmentors.deeplabv3 import resize_bilinear
 
-DEFAULT_IGNORE_INDEX = 255
+# The label of ignored pixels inside the pipeline (src/data/ade20k.py maps each
+# data set's own ignore value to it): MindSpore's and PyTorch's default
+# ignore_index, outside every class range.
+IGNORE_LABEL = -100
 
 
 class SegmentationLoss(nn.Cell):
-    """loss = CE(main) + aux_weight * CE(aux), over pixels whose label is not ignore_index."""
+    """loss = CE(main) + aux_weight * CE(aux), over pixels whose label is not IGNORE_LABEL."""
 
-    def __init__(self, ignore_index=DEFAULT_IGNORE_INDEX, aux_weight=0.4):
+    def __init__(self, aux_weight=0.4):
         super().__init__()
-        self.cross_entropy = nn.CrossEntropyLoss(ignore_index=ignore_index, reduction="mean")
+        self.cross_entropy = nn.CrossEntropyLoss(ignore_index=IGNORE_LABEL, reduction="mean")
         self.aux_weight = aux_weight
 
     def pixel_loss(self, logits, labels):
