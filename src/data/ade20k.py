@@ -169,10 +169,12 @@ def read_pair(image_path, label_path, info):
     return image, label
 
 
-def to_stored_values(prediction, info):
-    """Predicted class indices -> the data set's own label values (reduce_zero_label: k -> k + 1)."""
-    prediction = np.asarray(prediction, np.int64)
-    return prediction + 1 if info["reduce_zero_label"] else prediction
+def write_prediction_png(path, prediction, info):
+    """Predicted class indices as a label PNG in the data set's own values
+    (reduce_zero_label: k -> k + 1): 8-bit, or 16-bit past 255."""
+    stored = np.asarray(prediction, np.int64) + int(bool(info["reduce_zero_label"]))
+    dtype = np.uint8 if stored.max(initial=0) < 256 else np.uint16
+    Image.fromarray(stored.astype(dtype)).save(path)
 
 
 class TrainSource:

@@ -143,6 +143,9 @@ class TrainTransform:
         return image, label
 
 
-def eval_image(image, scale):
-    """The test transform: resized keeping the ratio to fit scale, normalised (CHW)."""
-    return normalize(resize_image(image, keep_ratio_size(*image.shape[:2], scale)))
+def eval_image(image, scale, keep_ratio=True):
+    """The test transform, normalised (CHW): resized keeping the ratio to fit
+    scale (mmsegmentation's Resize(keep_ratio=True)); keep_ratio=False:
+    resized to scale = (height, width) exactly (an exported network's fixed input)."""
+    size = keep_ratio_size(*image.shape[:2], scale) if keep_ratio else tuple(scale)
+    return normalize(resize_image(image, size))
