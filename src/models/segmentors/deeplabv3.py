@@ -16,7 +16,7 @@ them to the labels (src/models/losses/segmentation_loss.py).
 """
 from mindspore import nn, ops
 
-from src.ghostnetv2 import FeaturePyramid, create_model
+from src.ghostnetv2 import create_model
 from src.models.heads.aspp_head import DEFAULT_DILATIONS, ASPPHead
 from src.models.heads.fcn_head import FCNHead
 
@@ -31,21 +31,24 @@ def resize_bilinear(x, size):
 
 
 def segmentation_backbone(model, output_stride=8, **kwargs):
-    """The GhostNetV2 pyramid a segmentor reads: the classifier's network at
+    """The GhostNetV2 a segmentor reads: the classifier's network at
     ``output_stride`` without its classification head (conv_head, classifier:
     weights files' entries for them are not loaded, src/pretrained.py
-    load_backbone_weights), returning the maps of AUX_FEATURE and MAIN_FEATURE."""
+    load_backbone_weights). Its parameter names are the classifier's."""
     net = create_model(model, num_classes=0, output_stride=output_stride, **kwargs)
     del net.conv_head  # the classification head's 1x1 conv (1280): unused by dense heads
-    return FeaturePyramid(net, (AUX_FEATURE, MAIN_FEATURE))
+    return net
 
 
 class DeepLabV3(nn.Cell):
     """DeepLabV3 segmentor.
 
     Args:
-        backbone: a FeaturePyramid returning (auxiliary map, main map)
-            (``segmentation_backbone``).
+        backbone: a GhostNetV2 (``segmentation_backbone``); the segmentor
+            reads its pyramid (``forward_pyramid``, what features_only=True
+            returns) at AUX_FEATURE and MAIN_FEATURE. Held as the network
+            itself, not a FeaturePyramid, so that its parameters are named
+            ``backbone.<classifier name>``.
         num_classes: classes scored (ADE20K: 150).
         channels: ASPP width (512).
         dilations: ASPP dilations ((1, 12, 24, 36)).
@@ -58,7 +61,7 @@ class DeepLabV3(nn.Cell):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        aux_in, main_in = backbone.out_channels
+        aux_in, main_in = (backbone.feature_info[i]["chs"] for i in (AUX_FEATURE, MAIN_FEATURE))
         self.num_classes = num_classes
         self.backbone = backbone
         self.decode_head = ASPPHead(main_in, num_classes, channels, dilations, dropout)
@@ -67,16 +70,16 @@ class DeepLabV3(nn.Cell):
 
     @property
     def min_input_size(self):
-        return self.backbone.net.min_input_size
+        return self.backbone.min_input_size
 
     def forward_train(self, x):
         """(main logits, auxiliary logits or None) at the feature resolution."""
-        aux_features, features = self.backbone(x)
+        aux_features, features = self.backbone.forward_pyramid(x, (AUX_FEATURE, MAIN_FEATURE))
         main = self.decode_head(features)
         if self.auxiliary_head is None:
             return main, None
         return main, self.auxiliary_head(aux_features)
 
     def construct(self, x):
-        _, features = self.backbone(x)
+        _, features = self.backbone.forward_pyramid(x, (AUX_FEATURE, MAIN_FEATURE))
         return resize_bilinear(self.decode_head(features), x.shape[2:])
