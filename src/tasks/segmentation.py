@@ -50,8 +50,8 @@ DEFAULTS = dict(
     train_scale=[2048, 512], ratio_range=[0.5, 2.0], cat_max_ratio=0.75, hflip=0.5,
     photometric=True, test_scale=[2048, 512], train_split=TRAIN_SPLIT, val_split=VAL_SPLIT,
     iterations=0, iterations_per_epoch=0, batch_size=16, optimizer="momentum", lr=0.01,
-    momentum=0.9, weight_decay=5e-4, weight_decay_filter="disable", lr_scheduler="poly",
-    decay_rate=0.9, min_lr=1e-4)
+    momentum=0.9, weight_decay=5e-4, weight_decay_filter="disable",
+    lr_scheduler="polynomial_decay", decay_rate=0.9, min_lr=1e-4)  # decay_rate: the poly power
 EVAL_DEFAULTS = dict(predictions_dir="", test_scale=[], num_workers=0)
 OUTPUT_NAMES = ["logits"]
 PROGRESS_LINES = 10
@@ -112,7 +112,8 @@ def create_train_data(config, rank_id, rank_size):
                                    config.num_workers or 1, rank_id, rank_size, config.train_split)
     _train_log.info("train data: %s/images/%s (%d classes, %d images, ignore value %d%s)",
                     config.data_path, config.train_split, len(info["classes"]), dataset.num_files,
-                    info["ignore_index"], ", reduce_zero_label" if info["reduce_zero_label"] else "")
+                    info["ignore_index"],
+                    ", reduce_zero_label" if info["reduce_zero_label"] else "")
     if config.iterations:
         # An "epoch" is iterations_per_epoch steps of the endless shuffled data.
         dataset.num_files = config.iterations_per_epoch * config.batch_size
