@@ -14,7 +14,8 @@ that is the evaluation and export graph. ``forward_train`` returns the main
 and auxiliary logits at the feature resolution for the loss, which resizes
 them to the labels (src/models/losses/segmentation_loss.py).
 """
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 
 from src.ghostnetv2 import create_model
 from src.models.heads.aspp_head import DEFAULT_DILATIONS, ASPPHead
@@ -28,6 +29,27 @@ AUX_FEATURE, MAIN_FEATURE = 3, 4
 def resize_bilinear(x, size):
     """Bilinear resize with half-pixel centres (PyTorch's align_corners=False)."""
     return ops.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@ops.constexpr
+def bilinear_matrix(size_in, size_out):
+    """(size_out, size_in) weights of a 1-D bilinear resize with half-pixel
+    centres: output i samples src = (i + 0.5) * in / out - 0.5, clamped to
+    the edges, with the tent weights max(0, 1 - |src - j|) (PyTorch's
+    align_corners=False, the same numbers as resize_bilinear)."""
+    src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    src = np.clip(src, 0, size_in - 1)
+    weights = np.maximum(0.0, 1.0 - np.abs(src[:, None] - np.arange(size_in)[None, :]))
+    return Tensor(weights.astype(np.float32))
+
+
+def resize_bilinear_matmul(x, size):
+    """resize_bilinear as two matrix products (rows, then columns): MindSpore
+    2.7's ONNX exporter cannot write its bilinear resize (ResizeBilinearV2),
+    MatMul it can. Equal up to float32 rounding."""
+    rows = bilinear_matrix(x.shape[2], size[0])
+    cols = bilinear_matrix(x.shape[3], size[1])
+    return ops.matmul(ops.matmul(rows, x), cols.T)
 
 
 def segmentation_backbone(model, output_stride=8, **kwargs):
@@ -67,6 +89,9 @@ class DeepLabV3(nn.Cell):
         self.decode_head = ASPPHead(main_in, num_classes, channels, dilations, dropout)
         self.auxiliary_head = (FCNHead(aux_in, num_classes, aux_channels, dropout=dropout)
                                if aux_channels > 0 else None)
+        # The final resize as matrix products (set for ONNX export, whose
+        # exporter lacks the bilinear resize).
+        self.matmul_resize = False
 
     @property
     def min_input_size(self):
@@ -82,4 +107,7 @@ class DeepLabV3(nn.Cell):
 
     def construct(self, x):
         _, features = self.backbone.forward_pyramid(x, (AUX_FEATURE, MAIN_FEATURE))
-        return resize_bilinear(self.decode_head(features), x.shape[2:])
+        logits = self.decode_head(features)
+        if self.matmul_resize:
+            return resize_bilinear_matmul(logits, x.shape[2:])
+        return resize_bilinear(logits, x.shape[2:])
