@@ -136,13 +136,19 @@ def load_backbone_weights(backbone, source, model_name):
     classifier's). source: a weights file (official release, timm's
     .safetensors / .pth, this port's .ckpt, classification checkpoints of
     train.py included) or "True" / True for ``find_pretrained``'s search.
-    Every backbone parameter must be in the file (WeightsError otherwise);
-    the file's classification head is dropped. Returns and logs the summary."""
+    Returns and logs the summary (load_backbone_params)."""
     path = find_pretrained(model_name) if source in (True, "True", "true") else source
     params, fmt = read_weights(path)
+    return load_backbone_params(backbone, params, f"{path} ({fmt})", model_name)
+
+
+def load_backbone_params(backbone, params, source, model_name):
+    """{name: array} of a classifier's weights (read_weights) into a backbone:
+    every backbone parameter must be there (WeightsError otherwise); the
+    classification head is dropped. source names the file in the summary."""
     head = [k for k in params if k.startswith(CLASSIFICATION_HEAD_PREFIXES)]
     params = {k: v for k, v in params.items() if k not in head}
-    summary = (f"backbone {model_name}: " + load_params(backbone, params, f"{path} ({fmt})")
+    summary = (f"backbone {model_name}: " + load_params(backbone, params, source)
                + f"; the file's classification head ({len(head)} tensors: conv_head, "
                "classifier) was not loaded")
     _logger.info(summary)

@@ -31,11 +31,21 @@ from ..dataset import BadImageError, DatasetError, load_rgb
 from ..evaluation.segmentation import METRIC_KEYS, SegmentationScore, json_metrics
 from ..models.losses.segmentation_loss import IGNORE_LABEL, SegmentationLoss, SegmentorWithLoss
 from ..models.segmentors.deeplabv3 import DeepLabV3, resize_bilinear, segmentation_backbone
-from ..model_info import new_info
-from ..pretrained import load_backbone_weights
-from ..train_utils import ConfigError, check_positive, set_precision, wrap_train_step
+try:
+    from ..model_info import new_info
+except ImportError:
+    new_info = None
+from ..pretrained import load_backbone_params, load_backbone_weights
+from ..train_utils import ConfigError, check_positive, set_precision
+try:
+    from ..train_utils import wrap_train_step
+except ImportError:
+    wrap_train_step = None
 from ..weights import WeightsError, load_params, read_weights
-from . import ExportSettings
+try:
+    from . import ExportSettings
+except ImportError:
+    ExportSettings = None
 
 NAME = "segmentation"
 PRIMARY_METRIC = "mIoU"
@@ -147,8 +157,16 @@ def architecture(config_or_info):
     return {key: config_or_info[key] for key in ARCHITECTURE_KEYS}
 
 
-def create_segmentor(model, num_classes, arch, drop_path_rate=0.0):
-    backbone = segmentation_backbone(model, arch["output_stride"], drop_path_rate=drop_path_rate)
+def create_segmentor(model, num_classes, arch, backbone_weights=None):
+    """DeepLabV3 of the recipe / record. backbone_weights: classification
+    weights for the backbone, "True" (pretrained=True's search) or (params,
+    source) as read; loaded before the backbone joins the segmentor, while its
+    parameter names are the classifier's."""
+    backbone = segmentation_backbone(model, arch["output_stride"])
+    if backbone_weights in ("True", "true"):
+        _train_log.info("pretrained: %s", load_backbone_weights(backbone, "True", model))
+    elif backbone_weights:
+        _train_log.info("pretrained: %s", load_backbone_params(backbone, *backbone_weights, model))
     return DeepLabV3(backbone, num_classes, arch["aspp_channels"], tuple(arch["aspp_dilations"]),
                      arch["aux_channels"], arch["head_dropout"])
 
@@ -157,28 +175,25 @@ def build_network(config):
     """DeepLabV3 with --pretrained loaded: classification weights (official,
     timm, this port's checkpoints; "True" = pretrained=True's search) into the
     backbone, or a segmentation checkpoint of the same layout into the whole."""
-    net = create_segmentor(config.model, config.num_classes, architecture(config))
+    backbone_weights, segmentor_weights = config.pretrained, None
+    if backbone_weights and backbone_weights not in ("True", "true"):
+        path = os.path.abspath(os.path.expanduser(backbone_weights))
+        if not os.path.isfile(path):
+            raise ConfigError(f"--pretrained: weights file not found: {path}. Pass "
+                              "classification weights (official, timm, a .ckpt) for the "
+                              "backbone, True to search for them, or a segmentation checkpoint")
+        params, fmt = read_weights(path)  # read once: its keys tell what it holds
+        backbone_weights = (params, f"{path} ({fmt})")
+        if any(k.startswith("decode_head.") for k in params):
+            backbone_weights, segmentor_weights = None, (params, f"{path} ({fmt})")
+    net = create_segmentor(config.model, config.num_classes, architecture(config),
+                           backbone_weights)
     if config.image_size < net.min_input_size:
         raise ConfigError(f"--image_size {config.image_size} is below the network's minimum "
                           f"{net.min_input_size}")
-    if config.pretrained:
-        source = config.pretrained
-        if source not in ("True", "true"):
-            source = os.path.abspath(os.path.expanduser(source))
-            if not os.path.isfile(source):
-                raise ConfigError(f"--pretrained: weights file not found: {source}")
-        if source.endswith(".ckpt") and _is_segmentor_file(source):
-            params, fmt = read_weights(source)
-            _train_log.info("pretrained: %s", load_params(net, params, f"{source} ({fmt})"))
-        else:
-            _train_log.info("pretrained: %s",
-                            load_backbone_weights(net.backbone, source, config.model))
+    if segmentor_weights is not None:
+        _train_log.info("pretrained: the whole segmentor: %s", load_params(net, *segmentor_weights))
     return net
-
-
-def _is_segmentor_file(path):
-    params, _ = read_weights(path)
-    return any(k.startswith("decode_head.") for k in params)
 
 
 def create_train_step(net, config, optimizer):
