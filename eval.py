@@ -1,24 +1,28 @@
-"""Evaluate GhostNetV2 weights on an ImageNet-style folder (one sub-folder per class).
+"""Evaluate GhostNetV2 weights: a classifier on an ImageNet-style folder (one
+sub-folder per class), or a detector / segmenter on its data set.
 
     python eval.py --device_target CPU --data_path data/digits/val \\
         --checkpoint_path outputs/ghostnetv2_100_digits/best.ckpt
 
-FILE may be a MindSpore .ckpt (train.py's checkpoints included: their EMA
-weights when present) or PyTorch .pth / .pth.tar / .safetensors weights
-(converted in memory). The model and num_classes come from the weights unless
---model is given. The image size and crop come from the model info recorded in
-the checkpoint (src/model_info.py; for checkpoints of older runs, the
-config.yaml train.py wrote beside them), unless given as --image_size /
---crop_pct or in an explicit --config_path; a value that contradicts the
-record is logged. With nothing recorded: 224, crop 0.875, and a warning. When
-the classes are recorded, the class folders must be the training classes.
+The task comes from the model info recorded with the weights (src/model_info.py;
+none recorded: classification); src/tasks/<task>.py does the scoring.
 
-Prints top-1, top-5, loss, the number of images and images/s; the last line
-of standard output is one JSON object (top1 and top5 as fractions).
+Classification: FILE may be a MindSpore .ckpt (train.py's checkpoints included:
+their EMA weights when present) or PyTorch .pth / .pth.tar / .safetensors
+weights (converted in memory). The model and num_classes come from the weights
+unless --model is given. The image size and crop come from the model info
+recorded in the checkpoint (for checkpoints of older runs, the config.yaml
+train.py wrote beside them), unless given as --image_size / --crop_pct or in
+an explicit --config_path; a value that contradicts the record is logged.
+With nothing recorded: 224, crop 0.875, and a warning. When the classes are
+recorded, the class folders must be the training classes. Prints top-1,
+top-5, loss, the number of images and images/s.
+
+The last line of standard output is one JSON object of the task's metrics
+(top1 and top5 as fractions; AP ...; mIoU ...).
 """
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -27,23 +31,17 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from src.checkpoint import suggest_checkpoint  # noqa: E402
-from src.dataset import (DatasetError, check_trained_classes, create_eval_dataset,  # noqa: E402
-                         scan_image_folder)
-from src.evaluation.classification import evaluate  # noqa: E402
-from src.fuse import fuse_bn  # noqa: E402
-from src.ghostnetv2 import create_model  # noqa: E402
-from src.model_info import choose_preprocessing, read_info, recorded_class_names  # noqa: E402
-from src.model_utils.config import get_config  # noqa: E402
-from src.train_utils import ConfigError, check_image_size, set_device, setup_logging  # noqa: E402
-from src.weights import WeightsError, infer_model, load_params, read_weights  # noqa: E402
+from src.dataset import DatasetError  # noqa: E402
+from src.model_info import read_info  # noqa: E402
+from src.model_utils.config import DEFAULT_CONFIG, get_config, load_yaml  # noqa: E402
+from src.tasks import get_task, task_name  # noqa: E402
+from src.train_utils import ConfigError, set_device, setup_logging  # noqa: E402
+from src.weights import WeightsError  # noqa: E402
 
-_logger = logging.getLogger("eval")
-
-EVAL_DEFAULTS = dict(model="", num_classes=0, image_size=224, crop_pct=0.875, batch_size=64,
+# eval.py's keys for every task; the task's EVAL_DEFAULTS add its own.
+EVAL_DEFAULTS = dict(model="", num_classes=0, image_size=224, batch_size=64,
                      num_workers=0, device_target="CPU", data_path="", checkpoint_path="",
                      fuse_bn=False)
-# Progress lines while scoring: about this many per run.
-PROGRESS_LINES = 10
 
 
 def explicit_flags(argv):
@@ -55,17 +53,37 @@ def explicit_flags(argv):
     return known
 
 
-def parse_config(argv=None):
+def weights_info(argv):
+    """(model info, where it was read) of the weights the command line names:
+    --checkpoint_path, else the recipe's checkpoint_path; (None, None) when
+    there are none yet (parse_config says what is missing)."""
+    given = explicit_flags(argv)
+    path = given.checkpoint_path
+    if path is None:
+        try:
+            path = load_yaml(os.path.abspath(os.path.expanduser(
+                given.config_path or DEFAULT_CONFIG))).get("checkpoint_path")
+        except (FileNotFoundError, ValueError):
+            path = None  # get_config reports the unreadable recipe
+    path = os.path.abspath(os.path.expanduser(path)) if path else None
+    if not path or not os.path.isfile(path):
+        return None, None
+    return read_info(path)
+
+
+def parse_config(argv=None, task=None):
+    """eval.py's keys and those of ``task`` (a src.tasks module; default classification)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    task = task or get_task(task_name(None))
     config = get_config("Evaluate GhostNetV2 weights (every recipe key is a --key flag)", argv,
-                        extra_defaults=EVAL_DEFAULTS)
+                        extra_defaults=dict(EVAL_DEFAULTS, **task.EVAL_DEFAULTS))
     if not config.data_path:
         raise ConfigError("pass --data_path DIR (DIR/<class>/<images>)")
     if not config.checkpoint_path:
         raise ConfigError(suggest_checkpoint(["python", "eval.py", *argv]))
     if config.batch_size <= 0:
         raise ConfigError(f"--batch_size must be > 0, got {config.batch_size}")
-    if not 0 < config.crop_pct <= 1:
+    if "crop_pct" in config and not 0 < config.crop_pct <= 1:
         raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
     given = explicit_flags(argv)
     config.model_given = given.model is not None
@@ -75,101 +93,30 @@ def parse_config(argv=None):
     return config
 
 
-def set_preprocessing(config):
-    """Set config.image_size / crop_pct from the weights' record unless given;
-    returns the record (or None)."""
-    info, where = read_info(os.path.abspath(os.path.expanduser(config.checkpoint_path)))
-    config.image_size, config.crop_pct, messages = choose_preprocessing(
-        info, where, config.image_size if config.size_given else None,
-        config.crop_pct if config.crop_given else None)
-    for level, text in messages:
-        getattr(_logger, level)(text)
-    return info
-
-
-def build_network(config):
-    """The network the weights describe, with them loaded; returns (net, summary)."""
-    path = os.path.abspath(os.path.expanduser(config.checkpoint_path))
-    params, fmt = read_weights(path)  # read once: the model is told from them, then loaded
-    inferred, num_classes = infer_model(params)
-    model = config.model if config.model_given else inferred
-    if num_classes == 0:
-        raise WeightsError(f"{path} has no classifier ('classifier.weight'): it cannot be "
-                           "evaluated as a classifier")
-    net = create_model(model, num_classes=num_classes)
-    check_image_size(net, config.image_size)
-    summary = load_params(net, params, f"{path} ({fmt})")
-    if config.fuse_bn:
-        net = fuse_bn(net)
-        summary += "; BatchNorm folded into the convolutions (--fuse_bn)"
-    source = "--model" if config.model_given else "inferred from the weights"
-    _logger.info("model %s (%s), %d classes; %s", model, source, num_classes, summary)
-    return net, model, num_classes
-
-
-def run(config):
-    info = set_preprocessing(config)
-    net, model, num_classes = build_network(config)
-    samples, class_names = scan_image_folder(config.data_path)
-    check_trained_classes(config.data_path, class_names, recorded_class_names(info, num_classes))
-    if len(class_names) > num_classes:
-        raise DatasetError(f"{config.data_path} has {len(class_names)} class folders but the "
-                           f"weights have {num_classes} classes: evaluate on the data the model "
-                           "was trained for")
-    if len(class_names) != num_classes:
-        _logger.warning("%s has %d class folders, the model %d classes: labels are the sorted "
-                        "folder indices, so the folders must be the model's first classes",
-                        config.data_path, len(class_names), num_classes)
-    batch_size = min(config.batch_size, len(samples))
-    if batch_size < config.batch_size:
-        _logger.info("batch_size %d is larger than the %d images: using %d", config.batch_size,
-                     len(samples), batch_size)
-    dataset, _ = create_eval_dataset(config.data_path, config.image_size, batch_size,
-                                     config.num_workers or None, crop_pct=config.crop_pct)
-    _logger.info("data: %s (%d files, %d classes), image size %d, crop_pct %g, batch %d",
-                 config.data_path, dataset.num_files, len(class_names), config.image_size,
-                 config.crop_pct, batch_size)
-    every = max(1, dataset.num_files // PROGRESS_LINES)
-    state = {"next": every}
-
-    def progress(done):
-        if done >= state["next"]:
-            _logger.info("scored %d / %d images", done, dataset.num_files)
-            state["next"] = done + every
-
-    batches = dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
-    result = evaluate(net, batches, batch_size, progress=progress)
-    result.update(skipped=dataset.bad_images.count, model=model, num_classes=num_classes,
-                  image_size=config.image_size, crop_pct=config.crop_pct,
-                  checkpoint=os.path.abspath(config.checkpoint_path),
-                  data_path=os.path.abspath(config.data_path))
-    return result
-
-
 def report(result):
-    print(f"top-1: {result['top1']:.4f}  top-5: {result['top5']:.4f}  loss: {result['loss']:.4f}  "
-          f"images: {result['num_images']}  skipped unreadable: {result['skipped']}  "
-          f"images/s: {result['images_per_s']:.1f}")
-    sys.stdout.flush()
+    """The last line of standard output: the result as one JSON object."""
     print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}))
     sys.stdout.flush()
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = parse_config(argv)
+        info, where = weights_info(argv)
+        task = get_task(task_name(info))
+        config = parse_config(argv, task)
     except ConfigError as err:
         print(f"eval.py: error: {err}", file=sys.stderr)
         return 2
+    except WeightsError as err:
+        print(f"eval.py: error: {err}", file=sys.stderr)
+        return 1
     setup_logging()
     try:
         set_device(config.device_target)
-        result = run(config)
+        result = task.evaluate(config, info, where)
     except (ConfigError, DatasetError, WeightsError) as err:
         print(f"eval.py: error: {err}", file=sys.stderr)
-        return 1
-    if result["num_images"] == 0:
-        print(f"eval.py: error: no image of {config.data_path} could be read", file=sys.stderr)
         return 1
     report(result)
     return 0

@@ -1,5 +1,9 @@
 """Export GhostNetV2 for inference: MINDIR (default), AIR (Ascend only) or ONNX.
 
+Classifiers, detectors and segmenters alike: the task comes from the model
+info recorded with the weights (none recorded: classification), and
+src/tasks/<task>.py builds the network and says what the file holds.
+
     python export.py --checkpoint_path ghostnetv2_100.ckpt
     python export.py --checkpoint_path ck_ghostnetv2_10.pth.tar --file_format ONNX
     python export.py --checkpoint_path best.ckpt --image_height 160 --image_width 192 \\
@@ -13,8 +17,8 @@ off the weights unless given. The network is exported in inference mode
 succeeded.
 
 MINDIR and AIR have a fixed input shape (batch_size x 3 x H x W). ONNX files
-get a dynamic batch dimension named 'batch' (input 'image', output 'logits');
-batch_size only sets the batch the graph is traced with.
+get a dynamic batch dimension named 'batch' (input 'image', a classifier's
+output 'logits'); batch_size only sets the batch the graph is traced with.
 
 H x W default to the input size the weights were trained at (the model info
 train.py records in its checkpoints; 224x224 with a warning when nothing is
@@ -32,17 +36,15 @@ import tempfile
 import numpy as np
 
 from src.checkpoint import suggest_checkpoint
-from src.ghostnetv2 import create_model, list_models
-from src.fuse import fuse_bn
-from src.model_info import choose_preprocessing, for_export, print_messages, read_info, \
-    set_onnx_info, write_sidecar
-from src.weights import WeightsError, atomic_write, classifier_classes, infer_model, load_params, \
-    read_weights
+from src.ghostnetv2 import list_models
+from src.model_info import read_info, set_onnx_info, write_sidecar
+from src.tasks import get_task, task_name
+from src.train_utils import ConfigError
+from src.weights import WeightsError, atomic_write
 
 FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 DEVICES = ("CPU", "GPU", "Ascend")
 INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 
 
@@ -115,7 +117,7 @@ def check_backend(file_format, device_target, cpu_kernels=False):
                           f"with Ascend and MindSpore's Ascend package); this run targets "
                           f"{device_target}. Export MINDIR (runs on Ascend 310 through "
                           f"ascend310_infer/ and on MindSpore Lite) or ONNX instead.")
-    from src.train_utils import ConfigError, set_device
+    from src.train_utils import set_device
     try:
         set_device(device_target)
     except ConfigError as err:
@@ -127,28 +129,22 @@ def check_backend(file_format, device_target, cpu_kernels=False):
                               "warning above says why); export without --cpu_kernels")
 
 
-def build_network(checkpoint_path, model=None, num_classes=None, fuse=False):
-    """The model of the weights, loaded, in inference mode; returns (net, model, summary).
+def build_network(checkpoint_path, model=None, num_classes=None, fuse=False, info=None):
+    """The network of the weights (of the task their model info names),
+    loaded, in inference mode; returns (net, model, summary).
 
     fuse: fold BatchNorm into the convolutions (src/fuse.py): faster inference,
-    logits equal up to float32 rounding."""
-    params, fmt = read_weights(checkpoint_path)  # read once: the model is told from them
-    model = model or infer_model(params)[0]
-    num_classes = classifier_classes(params) if num_classes is None else num_classes
-    net = create_model(model, num_classes=num_classes)
-    summary = load_params(net, params, f"{checkpoint_path} ({fmt})")
-    net.set_train(False)
-    if fuse:
-        net = fuse_bn(net)
-        summary += "; BatchNorm folded into the convolutions"
-    return net, model, summary
+    outputs equal up to float32 rounding."""
+    if info is None:
+        info, _ = read_info(checkpoint_path)
+    return get_task(task_name(info)).load_network(checkpoint_path, info, model, num_classes, fuse)
 
 
 def check_image_size(net, height, width):
-    if min(height, width) < net.min_input_size:
+    minimum = getattr(net, "min_input_size", 1)
+    if min(height, width) < minimum:
         raise ExportError(f"--image_height/--image_width {height}x{width} is below the smallest "
-                          f"input of the network, {net.min_input_size}x{net.min_input_size}; "
-                          f"export at a larger size")
+                          f"input of the network, {minimum}x{minimum}; export at a larger size")
 
 
 def make_batch_dynamic(onnx_path, info=None):
@@ -223,9 +219,10 @@ def _remove_unused_constants(graph, names):
 
 
 def export_network(net, file_format, path, batch_size, height, width, cpu_kernels=False,
-                   info=None):
+                   info=None, output_names=("logits",)):
     """Export into a scratch folder, then move the finished file to ``path``;
-    ``info`` (src.model_info) goes into an ONNX file, or beside a MINDIR / AIR.
+    ``info`` (src.model_info) goes into an ONNX file, or beside a MINDIR / AIR;
+    output_names: the ONNX names of the network's outputs, in order.
 
     MindSpore accepts only [A-Za-z0-9@_-.:/\\] in file names, so the export
     itself goes to a temporary folder; the copy to ``path`` is atomic. The
@@ -243,7 +240,7 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
             if file_format == "ONNX":
                 import mindspore.onnx
                 mindspore.onnx.export(net, inputs, file_name=exported, input_names=[INPUT_NAME],
-                                      output_names=[OUTPUT_NAME],
+                                      output_names=list(output_names),
                                       dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}})
                 make_batch_dynamic(exported, info)
             else:
@@ -258,40 +255,28 @@ def export_network(net, file_format, path, batch_size, height, width, cpu_kernel
         write_sidecar(path, info)
 
 
-def export_settings(args, model, num_classes):
-    """(height, width, the exported file's model info): flags, else the weights' record."""
-    info, where = read_info(args.checkpoint_path)
-    size, crop, messages = choose_preprocessing(
-        info, where, args.image_height or args.image_width, args.crop_pct,
-        flags=("--image_height/--image_width", "--crop_pct"))
-    print_messages(messages)
-    height, width = args.image_height or size, args.image_width or size
-    exported = {"file_format": args.file_format,
-                "batch_size": None if args.file_format == "ONNX" else args.batch_size,
-                "weights": os.path.abspath(args.checkpoint_path)}
-    return height, width, for_export(info, args.checkpoint_path, model, num_classes, height,
-                                     width, crop, exported)
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
         check_backend(args.file_format, args.device_target, args.cpu_kernels)
-        net, model, summary = build_network(args.checkpoint_path, args.model, args.num_classes,
-                                             args.fuse_bn)
+        info, where = read_info(args.checkpoint_path)
+        task = get_task(task_name(info))
+        net, model, summary = task.load_network(args.checkpoint_path, info, args.model,
+                                                args.num_classes, args.fuse_bn)
         print(summary, flush=True)
-        height, width, info = export_settings(args, model, net.num_classes)
+        settings = task.export_settings(args, net, model, info, where)
+        height, width = settings.height, settings.width
         check_image_size(net, height, width)
         path = output_path(args.file_name, args.file_format, model)
         export_network(net, args.file_format, path, args.batch_size, height, width,
-                       args.cpu_kernels, info)
-    except (ExportError, WeightsError) as err:
+                       args.cpu_kernels, settings.info, settings.output_names)
+    except (ExportError, WeightsError, ConfigError) as err:
         print(f"export.py: error: {err}", file=sys.stderr)
         return 1
     batch = "dynamic batch" if args.file_format == "ONNX" else f"batch {args.batch_size}"
     described = ("its model info in metadata_props" if args.file_format == "ONNX"
                  else f"its model info in {path}.json")
-    print(f"exported {model} ({net.num_classes} classes, input {batch} x 3 x "
+    print(f"exported {model} ({settings.description}, input {batch} x 3 x "
           f"{height} x {width}) as {args.file_format}: {path}, {described}")
     if args.cpu_kernels:
         from src.cpu_kernels import kernel_library

@@ -1,9 +1,11 @@
-"""Train GhostNetV2 on an ImageNet-style folder (one sub-folder per class).
+"""Train GhostNetV2: a classifier on an ImageNet-style folder (one sub-folder
+per class), or the recipe's other task (its ``task`` key: src/tasks).
 
     python train.py --config_path config/ghostnetv2_100_digits.yaml \\
         --data_path data/digits/train --val_data_path data/digits/val --device_target CPU
 
-Every key of the yaml recipe is also a ``--key value`` flag. Under msrun (or a
+Every key of the yaml recipe is also a ``--key value`` flag (train.py's
+common keys and those of the recipe's task; any other key is an error). Under msrun (or a
 rank-table launch with RANK_SIZE > 1) it trains data-parallel: gradients
 averaged over the ranks, each rank reading its own shard, rank 0 writing the
 checkpoints, metrics and plot.
@@ -11,8 +13,10 @@ checkpoints, metrics and plot.
 Resuming: ``--resume FILE`` or ``--resume auto`` (the newest checkpoint in
 output_dir) restores weights, optimizer state, EMA, the epoch and the position
 in the learning-rate schedule. Fine-tuning: ``--pretrained FILE`` (.ckpt,
-.pth, .safetensors); another num_classes drops the classifier.
+.pth, .safetensors); another num_classes drops the classifier. best.ckpt
+keeps the epoch with the best value of the task's PRIMARY_METRIC.
 """
+import argparse
 import logging
 import math
 import os
@@ -27,32 +31,28 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from src import checkpoint as ckpt  # noqa: E402
-from src.dataset import DatasetError, create_eval_dataset, create_train_dataset  # noqa: E402
+from src.dataset import DatasetError  # noqa: E402
 from src.distributed import (all_reduce_sum, init_distributed, launched_distributed,  # noqa: E402
                              param_digest)
-from src.evaluation.classification import evaluate  # noqa: E402
-from src.ghostnetv2 import create_model  # noqa: E402
 from src.metrics_log import MetricsLog, best_value, plot_metrics  # noqa: E402
-from src.model_info import from_train_config  # noqa: E402
-from src.model_utils.config import config_to_yaml, get_config  # noqa: E402
-from src.train_utils import (ConfigError, augment_args, check_image_size,  # noqa: E402
-                             check_train_config, copy_weights, create_eval_network,
-                             create_optimizer, create_train_step, effective_amp_level, lr_schedule,
-                             set_device, set_global_step, set_seed, setup_logging)
-from src.weights import (WeightsError, classifier_classes, load_params, read_weights,  # noqa: E402
-                         write_text_atomic)
+from src.model_utils.config import (DEFAULT_CONFIG, config_to_yaml, get_config,  # noqa: E402
+                                    load_yaml)
+from src.tasks import DEFAULT_TASK, get_task, task_name  # noqa: E402
+from src.train_utils import (ConfigError, check_train_config, copy_weights,  # noqa: E402
+                             create_optimizer, effective_amp_level, lr_schedule, set_device,
+                             set_global_step, set_seed, setup_logging)
+from src.weights import WeightsError, write_text_atomic  # noqa: E402
 
 _logger = logging.getLogger("train")
 
-# Keys a recipe may leave out (the yaml wins where it has them).
-TRAIN_DEFAULTS = dict(
-    model="ghostnetv2_100", num_classes=1000, dropout=0.2, pretrained="",
-    data_path="", val_data_path="", image_size=224, crop_pct=0.875, num_workers=0,
-    scale=[0.08, 1.0], ratio=[0.75, 1.333], hflip=0.5, vflip=0.0, color_jitter=0.4,
-    auto_augment="", interpolation="bicubic", re_prob=0.0, re_value="random",
+# Keys of every task a recipe may leave out (the yaml wins where it has them);
+# the task's DEFAULTS (src/tasks) add its own keys.
+COMMON_DEFAULTS = dict(
+    task=DEFAULT_TASK, model="ghostnetv2_100", num_classes=1000, pretrained="",
+    data_path="", val_data_path="", image_size=224, num_workers=0,
     batch_size=128, epoch_size=100, optimizer="momentum", lr=0.1, momentum=0.9,
     rmsprop_decay=0.9, eps=0.001, weight_decay=1e-5, weight_decay_filter="norm_and_bias",
-    label_smoothing=0.1, lr_scheduler="cosine_decay", decay_epochs=2.4, decay_rate=0.973,
+    lr_scheduler="cosine_decay", decay_epochs=2.4, decay_rate=0.973,
     min_lr=1e-5, warmup_epochs=0, warmup_lr=1e-6, lr_noise=[], lr_noise_pct=0.67,
     lr_noise_std=1.0, lr_noise_seed=42, ema=False, ema_decay=0.9999, ema_warmup=False,
     amp_level="O0", cpu_amp=False, loss_scale_type="fixed", loss_scale=1.0, device_target="CPU",
@@ -89,12 +89,37 @@ class StopRequest:
                         "stopping (send it again to stop at once)", signal.Signals(signum).name)
 
 
+def train_defaults(task):
+    """Every key a recipe of ``task`` (a src.tasks module) may hold, with its default."""
+    return dict(COMMON_DEFAULTS, **task.DEFAULTS, task=task.NAME)
+
+
+# The keys of a classification recipe.
+TRAIN_DEFAULTS = train_defaults(get_task(DEFAULT_TASK))
+
+
+def recipe_task(argv):
+    """The task a command line asks for: --task, else its recipe's ``task`` key."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config_path", default=DEFAULT_CONFIG)
+    pre.add_argument("--task")
+    known, _ = pre.parse_known_args(argv)
+    if known.task:
+        return known.task
+    try:
+        recipe = load_yaml(os.path.abspath(os.path.expanduser(known.config_path)))
+    except (FileNotFoundError, ValueError):
+        return DEFAULT_TASK  # get_config reports the unreadable recipe
+    return task_name(recipe)
+
+
 def parse_config(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    task = get_task(task_name({"task": recipe_task(argv)}))
     config = get_config("Train GhostNetV2 (every recipe key is a --key flag)", argv,
-                        extra_defaults=TRAIN_DEFAULTS, strict=True)
+                        extra_defaults=train_defaults(task), strict=True)
     check_train_config(config)
-    if not config.data_path:
-        raise ConfigError("no training data: pass --data_path DIR (DIR/<class>/<images>)")
+    task.check_config(config)
     config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
     return config
 
@@ -113,9 +138,9 @@ def endless_batches(iterator):
 
 
 def epoch_batches(iterator):
-    """One pass of a num_epochs=-1 iterator, as numpy batches."""
-    for images, labels in iterator:
-        yield images.asnumpy(), labels.asnumpy()
+    """One pass of a num_epochs=-1 iterator: each batch's columns as numpy arrays."""
+    for columns in iterator:
+        yield tuple(column.asnumpy() for column in columns)
 
 
 def nan_if_none(value):
@@ -149,32 +174,16 @@ def resolve_resume(config):
 
 def build_network(config):
     """The recipe's network, with --pretrained weights loaded when given."""
-    net = create_model(config.model, num_classes=config.num_classes, dropout=config.dropout)
-    check_image_size(net, config.image_size)
-    if config.pretrained:
-        path = os.path.abspath(os.path.expanduser(config.pretrained))
-        if not os.path.isfile(path):
-            raise ConfigError(f"--pretrained: weights file not found: {path}. Pass the file to "
-                              "start from (the official ck_ghostnetv2_10.pth.tar, timm's "
-                              "model.safetensors or a .ckpt), or --pretrained '' to train from "
-                              "scratch")
-        params, fmt = read_weights(path)  # read once: the classifier's size decides, then loaded
-        file_classes = classifier_classes(params)
-        drop = file_classes != config.num_classes
-        summary = load_params(net, params, f"{path} ({fmt})", drop_classifier=drop)
-        _logger.info("pretrained: %s", summary)
-        if drop:
-            _logger.info("pretrained: the file's classifier has %d classes, this run %d: "
-                         "classifier dropped and trained from scratch", file_classes,
-                         config.num_classes)
-    return net
+    return get_task(config.task).build_network(config)
 
 
 class Trainer:
-    """One training run: the loop, validation, checkpoints, metrics."""
+    """One training run: the loop, validation, checkpoints, metrics; the task
+    (src/tasks) supplies data, network, train step, validation and model info."""
 
     def __init__(self, config, rank_id, rank_size):
         self.config = config
+        self.task = get_task(config.task)
         self.rank_id, self.rank_size = rank_id, rank_size
         self.is_main = rank_id == 0
         self.stop = StopRequest()
@@ -187,45 +196,24 @@ class Trainer:
     def setup(self, resume_path):
         config = self.config
         self.checkpoints.remove_partial_writes()
-        workers = config.num_workers or None
-        self.train_data, class_names = create_train_dataset(
-            config.data_path, config.image_size, config.batch_size, workers, self.rank_id,
-            self.rank_size, augment=augment_args(config))
-        _logger.info("train data: %s (%d classes, %d images on this rank, %d decoding workers)",
-                     config.data_path, len(class_names), self.train_data.num_files,
-                     self.train_data.num_workers)
-        if len(class_names) > config.num_classes:
-            raise ConfigError(f"{config.data_path} has {len(class_names)} classes but "
-                              f"--num_classes is {config.num_classes}; pass --num_classes "
-                              f"{len(class_names)}")
+        task = self.task
+        self.train_data, data_info = task.create_train_data(config, self.rank_id, self.rank_size)
         # what eval.py, infer.py and export.py need, in every checkpoint
-        self.checkpoints.info = from_train_config(config, class_names)
-        if len(class_names) < config.num_classes:
-            # a fine-tune that forgot --num_classes keeps the file's 1000 outputs
-            _logger.warning("%s has %d classes but --num_classes is %d: the classifier keeps %d "
-                            "outputs; pass --num_classes %d to fit it to the data",
-                            config.data_path, len(class_names), config.num_classes,
-                            config.num_classes, len(class_names))
-        self.val_data = None
-        if config.val_data_path:
-            self.val_data, _ = create_eval_dataset(
-                config.val_data_path, config.image_size, config.batch_size, workers,
-                self.rank_id, self.rank_size, config.crop_pct, class_names=class_names)
-            _logger.info("val data: %s (%d images on this rank)", config.val_data_path,
-                         self.val_data.num_files)
+        self.checkpoints.info = task.make_info(config, data_info)
+        self.val_data = task.create_val_data(config, self.rank_id, self.rank_size, data_info)
         self.steps_per_epoch = self.train_data.num_files // config.batch_size
         self.lrs = lr_schedule(config, self.steps_per_epoch)
         self.net = build_network(config)
         optimizer = create_optimizer(self.net, config, self.lrs)
-        self.train_step = create_train_step(self.net, config, optimizer)
+        self.train_step = task.create_train_step(self.net, config, optimizer)
         self.optimizer = optimizer
         self.start_epoch, self.start_step = 0, 0
         if resume_path:
             self.resume(resume_path)
         self.records = self.metrics.truncate_after(self.start_epoch)
-        self.best_top1 = best_value(self.records)
+        self.best = best_value(self.records, task.PRIMARY_METRIC)
         if self.val_data is not None:
-            self.eval_net = create_eval_network(config)
+            self.eval_net = task.create_eval_network(config)
             self.val_iterator = self.val_data.create_tuple_iterator(num_epochs=-1)
 
     def resume(self, path):
@@ -294,9 +282,9 @@ class Trainer:
         losses, nonfinite = [], 0
         window_start, window_images = time.time(), 0
         for step in range(first, self.steps_per_epoch):
-            images, labels = next(batches)
+            columns = next(batches)
             step_start = time.time()
-            loss = float(self.train_step(images, labels).asnumpy())
+            loss = float(self.train_step(*columns).asnumpy())
             self.global_step += 1
             if self.global_step == self.first_step:
                 _logger.info("first step (graph compilation) took %.1f s", time.time() - step_start)
@@ -341,8 +329,8 @@ class Trainer:
     def validate(self):
         copy_weights(self.train_step, self.eval_net, prefer_ema=self.config.ema)
         reduce = all_reduce_sum if self.rank_size > 1 else None
-        return evaluate(self.eval_net, epoch_batches(self.val_iterator), self.config.batch_size,
-                        reduce_sum=reduce)
+        return self.task.validate(self.eval_net, self.val_data, epoch_batches(self.val_iterator),
+                                  self.config, reduce)
 
     def end_epoch(self, epoch, losses, seconds):
         config, global_step = self.config, self.global_step
@@ -356,19 +344,18 @@ class Trainer:
             final or (config.val_interval and epoch % config.val_interval == 0))
         if validate:
             result = self.validate()
-            record.update(val_loss=result["loss"], top1=result["top1"], top5=result["top5"],
-                          val_images=result["num_images"])
-            _logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.4f, top-5 %.4f "
-                         "(%d images%s), %.1f s", epoch, config.epoch_size,
-                         nan_if_none(record["train_loss"]), result["loss"], result["top1"],
-                         result["top5"], result["num_images"],
-                         ", EMA weights" if config.ema else "", seconds)
+            summary = result.pop("summary")
+            record.update(result)
+            _logger.info("epoch %d/%d: train loss %.4f, %s%s, %.1f s", epoch, config.epoch_size,
+                         nan_if_none(record["train_loss"]), summary,
+                         " (EMA weights)" if config.ema else "", seconds)
         else:
             _logger.info("epoch %d/%d: train loss %.4f, %.1f s", epoch, config.epoch_size,
                          nan_if_none(record["train_loss"]), seconds)
-        is_best = validate and (self.best_top1 is None or record["top1"] > self.best_top1)
+        primary = self.task.PRIMARY_METRIC
+        is_best = validate and (self.best is None or record[primary] > self.best)
         if is_best:
-            self.best_top1 = record["top1"]
+            self.best = record[primary]
         written = self.checkpoints.save_epoch_end(
             self.train_step, epoch, numbered=final or epoch % config.save_every == 0, best=is_best)
         self.last_saved = written[0]
@@ -382,11 +369,13 @@ class Trainer:
         digest = param_digest(self.net)
         if self.is_main:
             png = plot_metrics(self.records, os.path.join(config.output_dir, "metrics.png"),
-                               title=f"{config.model} on {config.data_path}")
+                               title=f"{config.model} on {config.data_path}",
+                               metric_keys=self.task.METRIC_KEYS)
             _logger.info("curves: %s; metrics: %s", png, self.metrics.path)
-            if self.best_top1 is not None:
-                _logger.info("done in %s: best val top-1 %.4f (best.ckpt); checkpoints in %s",
-                             format_seconds(seconds), self.best_top1, config.output_dir)
+            if self.best is not None:
+                _logger.info("done in %s: best val %s %.4f (best.ckpt); checkpoints in %s",
+                             format_seconds(seconds), self.task.PRIMARY_METRIC, self.best,
+                             config.output_dir)
             else:
                 _logger.info("done in %s (no validation); checkpoints in %s",
                              format_seconds(seconds), config.output_dir)

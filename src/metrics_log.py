@@ -48,15 +48,16 @@ def best_value(records, key="top1"):
     return max(values) if values else None
 
 
-def plot_metrics(records, png_path, title=""):
-    """Loss, accuracy and learning rate against the epoch, as a PNG."""
+def plot_metrics(records, png_path, title="", metric_keys=("top1", "top5")):
+    """Losses, the task's validation metrics (metric_keys: fractions such as
+    top1, AP, mIoU) and the learning rate against the epoch, as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     epochs = [r["epoch"] for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     series = ((axes[0], (("train_loss", "train loss"), ("val_loss", "val loss")), "loss"),
-              (axes[1], (("top1", "val top-1"), ("top5", "val top-5")), "accuracy"),
+              (axes[1], tuple((key, f"val {key}") for key in metric_keys), "validation"),
               (axes[2], (("lr", "learning rate"),), "learning rate"))
     for axis, curves, ylabel in series:
         for key, label in curves:

@@ -19,6 +19,16 @@ Where it travels:
 - ONNX files: the same JSON in ``metadata_props`` under the key ``model_info``.
 - MINDIR / AIR files, which hold no free metadata: a sidecar ``<file>.json``.
 An export's record has the exported file's input_size and an ``export`` entry.
+
+Tasks (src/tasks): ``task`` names the task the weights were trained for;
+a record without it (every record written before there were tasks) is a
+classifier's. Records of other tasks are version 2 (so that code reading
+only version 1 refuses them instead of taking them for classifiers) and
+carry the task's own fields beside the common ones (``new_info``'s
+``fields``: any JSON values; they travel unchanged in the checkpoint
+tensor, the ONNX metadata and the sidecar). Only a classifier's record
+needs ``crop_pct`` and this code's ImageNet normalisation; the other tasks
+check their own fields.
 """
 import json
 import os
@@ -28,11 +38,13 @@ import numpy as np
 
 from .dataset import IMAGENET_MEAN, IMAGENET_STD
 from .ghostnetv2 import MODEL_WIDTHS
+from .tasks import TASKS
 from .weights import MODEL_INFO_KEY, WeightsError, _read_mindspore as read_mindspore, \
     write_text_atomic
 
 FORMAT = "ghostnetv2-model-info"
-VERSION = 1
+VERSION = 2  # the newest this code reads and writes (1: classifiers, which need nothing newer)
+CLASSIFICATION = "classification"
 SIDECAR_SUFFIX = ".json"
 # What src.dataset's eval transform does (and so what the record must say).
 INTERPOLATION = "bicubic"
@@ -49,15 +61,28 @@ class ModelInfoError(WeightsError):
     """A record that cannot be used; the message says why and what to do."""
 
 
+def new_info(task, model, num_classes, input_size, source="", **fields):
+    """The record of weights of any task: the common fields, then the task's
+    own (JSON values). input_size: (height, width) of the network's input."""
+    height, width = input_size
+    return {"format": FORMAT, "version": 1 if task == CLASSIFICATION else VERSION, "task": task,
+            "architecture": model, "width": MODEL_WIDTHS.get(model),
+            "num_classes": int(num_classes), "input_size": [3, int(height), int(width)],
+            "interpolation": INTERPOLATION, "mean": MEAN, "std": STD, "source": source,
+            **fields}
+
+
 def make_info(model, num_classes, image_size, crop_pct, class_names=None, source=""):
-    """The record of a square-input network. class_names shorter than
+    """The record of a square-input classifier. class_names shorter than
     num_classes (a training folder with fewer classes) get numbers for the rest."""
     names = complete_class_names(class_names, num_classes) if class_names else None
-    return {"format": FORMAT, "version": VERSION, "architecture": model,
-            "width": MODEL_WIDTHS.get(model), "num_classes": int(num_classes),
-            "class_names": names, "input_size": [3, int(image_size), int(image_size)],
-            "crop_pct": float(crop_pct), "interpolation": INTERPOLATION, "mean": MEAN,
-            "std": STD, "source": source}
+    return new_info(CLASSIFICATION, model, num_classes, (image_size, image_size), source,
+                    class_names=names, crop_pct=float(crop_pct))
+
+
+def task_of(info):
+    """The task of a record (None or no ``task``: classification)."""
+    return (info or {}).get("task") or CLASSIFICATION
 
 
 def complete_class_names(names, num_classes):
@@ -121,10 +146,18 @@ def parse(text, where):
     if info.get("version", 0) > VERSION:
         raise ModelInfoError(f"{where}: model info version {info['version']} is newer than "
                              f"this code reads ({VERSION}); update the code")
-    missing = [k for k in ("num_classes", "input_size", "crop_pct", "mean", "std") if k not in info]
+    task = task_of(info)
+    if task not in TASKS:
+        raise ModelInfoError(f"{where}: the weights are for the task {task!r}, which this code "
+                             f"does not know ({', '.join(TASKS)}); update the code")
+    required = ("num_classes", "input_size", "mean", "std")
+    if task == CLASSIFICATION:
+        required += ("crop_pct",)
+    missing = [k for k in required if k not in info]
     if missing:
         raise ModelInfoError(f"{where}: the model info lacks {', '.join(missing)}")
-    check_normalisation(info, where)
+    if task == CLASSIFICATION:
+        check_normalisation(info, where)
     return info
 
 
@@ -209,6 +242,9 @@ def from_run_config(path):
         recipe = load_yaml(path)
     except (FileNotFoundError, ValueError) as err:
         raise ModelInfoError(str(err)) from None
+    if task_of(recipe) != CLASSIFICATION:
+        raise ModelInfoError(f"{path} is the recipe of a {task_of(recipe)} run, whose checkpoints "
+                             "carry their own model info: pass one of those checkpoints")
     missing = [k for k in ("model", "num_classes", "image_size", "crop_pct") if k not in recipe]
     if missing:
         raise ModelInfoError(f"{path} lacks {', '.join(missing)}: not a config.yaml of train.py")

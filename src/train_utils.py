@@ -48,7 +48,8 @@ def check_positive(config, *keys, allow_zero=False):
 
 
 def check_train_config(config):
-    """Raise ConfigError for values no run can use."""
+    """Raise ConfigError for values of train.py's common keys no run can use
+    (the task's own keys: its check_config)."""
     check_choice(config, "device_target", DEVICE_TARGETS)
     check_choice(config, "optimizer", OPTIMIZERS)
     check_choice(config, "lr_scheduler", SCHEDULERS)
@@ -56,15 +57,11 @@ def check_train_config(config):
     check_choice(config, "loss_scale_type", LOSS_SCALE_TYPES)
     check_positive(config, "batch_size", "epoch_size", "lr", "image_size", "num_classes",
                    "save_every", "keep_checkpoint_max", "log_interval", "loss_scale")
-    check_positive(config, "weight_decay", "warmup_epochs", "label_smoothing", "num_workers",
-                   "val_interval", "dropout", "re_prob", "color_jitter", allow_zero=True)
+    check_positive(config, "weight_decay", "warmup_epochs", "num_workers", "val_interval",
+                   allow_zero=True)
     if config.warmup_epochs > config.epoch_size:
         raise ConfigError(f"--warmup_epochs ({config.warmup_epochs}) must not exceed "
                           f"--epoch_size ({config.epoch_size})")
-    if not 0 <= config.label_smoothing < 1:
-        raise ConfigError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
-    if not 0 < config.crop_pct <= 1:
-        raise ConfigError(f"--crop_pct must be in (0, 1], got {config.crop_pct}")
     if config.ema and not 0 < config.ema_decay < 1:
         raise ConfigError(f"--ema_decay must be in (0, 1), got {config.ema_decay}")
     check_lr_noise(config)
@@ -248,10 +245,16 @@ def create_train_step(net, config, optimizer):
     from mindcv.utils.trainer_factory import add_loss_network
     amp_level = set_precision(net, config)
     loss = create_loss("CE", label_smoothing=config.label_smoothing)
-    net_with_loss = add_loss_network(net, loss, amp_level)
+    return wrap_train_step(add_loss_network(net, loss, amp_level), config, optimizer)
+
+
+def wrap_train_step(net_with_loss, config, optimizer, **step_args):
+    """The recipe's train step around any cell returning the loss (called with
+    the dataset's columns): loss scale, EMA; step_args: mindcv TrainStep's
+    other arguments (clip_grad, clip_value, ...)."""
     step = timm_train_step(net_with_loss, optimizer, ema_warmup=config.ema_warmup,
                            scale_sense=loss_scale_sense(config), ema=config.ema,
-                           ema_decay=config.ema_decay)
+                           ema_decay=config.ema_decay, **step_args)
     return step.set_train()
 
 

@@ -56,8 +56,9 @@ def test_missing_config_file_is_named(tmp_path, capsys):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*.yaml"))))
 def test_shipped_recipes_hold_only_keys_train_py_reads(path):
     import train
-    config = get_config(argv=["--config_path", path], extra_defaults=train.TRAIN_DEFAULTS,
-                        strict=True)
+    from src.tasks import get_task
+    defaults = train.train_defaults(get_task(train.recipe_task(["--config_path", path])))
+    config = get_config(argv=["--config_path", path], extra_defaults=defaults, strict=True)
     for key in ("model", "num_classes", "image_size", "batch_size", "epoch_size", "lr",
                 "warmup_epochs", "weight_decay", "output_dir", "device_target", "data_path",
                 "val_data_path"):

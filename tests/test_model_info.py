@@ -18,6 +18,7 @@ import infer
 import train
 from src import model_info
 from src.ghostnetv2 import create_model
+from src.tasks.classification import eval_image
 from src.weights import MODEL_INFO_KEY, read_weights, save_checkpoint, save_safetensors
 from test_train import RECIPE, make_images
 
@@ -87,7 +88,7 @@ def test_trained_checkpoint_and_exports_name_the_classes(trained, tmp_path, caps
     session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"),
                                            providers=["CPUExecutionProvider"])
     images = sorted(predictions)
-    batch = np.stack([infer.eval_image(os.path.join(flat, i), 64, 1.0) for i in images])
+    batch = np.stack([eval_image(os.path.join(flat, i), 64, 1.0) for i in images])
     logits = session.run(None, {"image": batch})[0].astype(np.float64)
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     for image, row in zip(images, probabilities):
