@@ -31,21 +31,11 @@ from ..dataset import BadImageError, DatasetError, load_rgb
 from ..evaluation.segmentation import METRIC_KEYS, SegmentationScore, json_metrics
 from ..models.losses.segmentation_loss import IGNORE_LABEL, SegmentationLoss, SegmentorWithLoss
 from ..models.segmentors.deeplabv3 import DeepLabV3, resize_bilinear, segmentation_backbone
-try:
-    from ..model_info import new_info
-except ImportError:
-    new_info = None
+from ..model_info import new_info
 from ..pretrained import load_backbone_params, load_backbone_weights
-from ..train_utils import ConfigError, check_positive, set_precision
-try:
-    from ..train_utils import wrap_train_step
-except ImportError:
-    wrap_train_step = None
+from ..train_utils import ConfigError, check_positive, set_precision, wrap_train_step
 from ..weights import WeightsError, load_params, read_weights
-try:
-    from . import ExportSettings
-except ImportError:
-    ExportSettings = None
+from . import ExportSettings
 
 NAME = "segmentation"
 PRIMARY_METRIC = "mIoU"
@@ -222,13 +212,20 @@ def pynative():
         ms.set_context(mode=previous)
 
 
-def predict_classes(net, image_chw, size):
-    """Class index per pixel at size = (H, W): the logits of the (test-resized)
-    image resized bilinearly to size, then argmax (mmsegmentation's order)."""
+def classes_at(logits, size):
+    """Class index per pixel at size = (H, W) of one image's logits (1, C, h, w):
+    resized bilinearly to size, then argmax (mmsegmentation's order)."""
     import mindspore as ms
     from mindspore import ops
-    logits = net(ms.Tensor(image_chw[None] if image_chw.ndim == 3 else image_chw))
+    logits = logits if isinstance(logits, ms.Tensor) else ms.Tensor(logits)
     return ops.argmax(resize_bilinear(logits, tuple(size)), 1).asnumpy()[0]
+
+
+def predict_classes(net, image_chw, size):
+    """classes_at of net's logits for one (test-resized) image."""
+    import mindspore as ms
+    return classes_at(net(ms.Tensor(image_chw[None] if image_chw.ndim == 3 else image_chw)),
+                      size)
 
 
 def score_set(net, batches, num_classes, total, on_prediction=None, reduce_sum=None):
@@ -357,7 +354,11 @@ def evaluate(config, info, where):
 
 def export_settings(args, net, model, info, where):
     """Input: --image_height / --image_width, else the training crop. Output:
-    the logits at the input size (argmax gives the mask)."""
+    the logits at the input size (argmax gives the mask). For ONNX the final
+    bilinear resize is written as two MatMuls (DeepLabV3.matmul_resize:
+    MindSpore's ONNX exporter has no bilinear resize); same numbers."""
+    info = record(info, where)
+    net.matmul_resize = args.file_format == "ONNX"
     size = int(info["input_size"][1])
     height, width = args.image_height or size, args.image_width or size
     if min(height, width) < net.min_input_size:
@@ -379,11 +380,10 @@ def add_infer_arguments(parser):
 
 def infer_input(image, runner, scale):
     """The image as the network takes it: the test resize (keeping the ratio)
-    for a checkpoint; an exported file's fixed input size otherwise."""
-    fixed = runner.fixed_input_size
-    if fixed is None:
+    for a checkpoint; an exported file's fixed (square) input size otherwise."""
+    if runner.fixed_size is None:
         return eval_image(image, scale)
-    return eval_image(image, fixed, keep_ratio=False)
+    return eval_image(image, (runner.fixed_size, runner.fixed_size), keep_ratio=False)
 
 
 def overlay(image, classes, palette, names):
@@ -418,12 +418,9 @@ def predict(runner, paths, args):
         except BadImageError as err:
             print(f"warning: skipping unreadable image {err}", file=sys.stderr)
             continue
-        logits = runner.run(infer_input(image, runner, info["test_scale"])[None])[0]
-        with pynative():
-            import mindspore as ms
-            from mindspore import ops
-            classes = ops.argmax(resize_bilinear(ms.Tensor(logits), image.shape[:2]),
-                                 1).asnumpy()[0]
+        with pynative():  # a checkpoint's network sees images of many sizes
+            logits = runner.run(infer_input(image, runner, info["test_scale"])[None])[0]
+            classes = classes_at(logits, image.shape[:2])
         stem = os.path.splitext(os.path.basename(path))[0]
         label_path = os.path.join(args.output_dir, stem + ".png")
         overlay_path = os.path.join(args.output_dir, stem + "_overlay.png")
