@@ -194,7 +194,7 @@ class TrainSource:
 def create_train_dataset(root, info, transform, batch_size, num_workers=1, rank_id=0,
                          rank_size=1, split=TRAIN_SPLIT):
     """Shuffled batches of (image float32 NCHW, label int32 NHW), the last
-    partial batch dropped; ``dataset.num_files`` = images of this split."""
+    partial batch dropped; ``dataset.num_files`` = this rank's images."""
     import mindspore.dataset as ds
     pairs = scan_split(root, split)
     dataset = ds.GeneratorDataset(TrainSource(pairs, info, transform), ["image", "label"],
@@ -203,7 +203,7 @@ def create_train_dataset(root, info, transform, batch_size, num_workers=1, rank_
                                   num_parallel_workers=num_workers,
                                   python_multiprocessing=num_workers > 1)
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    dataset.num_files = len(pairs)
+    dataset.num_files = -(-len(pairs) // rank_size)  # this rank's share (shards are padded)
     return dataset
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from ..data.ade20k import (TRAIN_SPLIT, VAL_SPLIT, create_eval_dataset, create_train_dataset,
                            read_dataset_info, write_prediction_png)
 from ..data.seg_transforms import TrainTransform, eval_image
-from ..dataset import BadImageError, DatasetError, load_rgb
+from ..dataset import (BadImageError, DatasetError, default_num_workers, load_rgb,
+                       local_process_count)
 from ..evaluation.segmentation import METRIC_KEYS, SegmentationScore, json_metrics
 from ..models.losses.segmentation_loss import IGNORE_LABEL, SegmentationLoss, SegmentorWithLoss
 from ..models.segmentors.deeplabv3 import DeepLabV3, resize_bilinear, segmentation_backbone
@@ -108,9 +109,11 @@ def create_train_data(config, rank_id, rank_size):
     transform = TrainTransform(config.train_scale, config.ratio_range,
                                (config.image_size, config.image_size), config.cat_max_ratio,
                                config.hflip, config.photometric)
-    dataset = create_train_dataset(config.data_path, info, transform, config.batch_size,
-                                   config.num_workers or 1, rank_id, rank_size, config.train_split)
-    _train_log.info("train data: %s/images/%s (%d classes, %d images, ignore value %d%s)",
+    workers = config.num_workers or default_num_workers(local_process_count(rank_size))
+    dataset = create_train_dataset(config.data_path, info, transform, config.batch_size, workers,
+                                   rank_id, rank_size, config.train_split)
+    _train_log.info("train data: %s/images/%s (%d classes, %d images on this rank, ignore "
+                    "value %d%s)",
                     config.data_path, config.train_split, len(info["classes"]), dataset.num_files,
                     info["ignore_index"],
                     ", reduce_zero_label" if info["reduce_zero_label"] else "")
