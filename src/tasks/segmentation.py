@@ -295,11 +295,11 @@ def load_network(path, info=None, model=None, num_classes=None, fuse=False):
     net = create_segmentor(model, int(info["num_classes"]), architecture(info))
     summary = load_params(net, params, f"{path} ({fmt})")
     net.set_train(False)
-    if fuse:
-        from ..fuse import fuse_bn
-        net = fuse_bn(net)
-        summary += "; BatchNorm folded into the convolutions"
-    return net, model, summary
+    if not fuse:
+        return net, model, summary
+    from ..fuse import fuse_bn
+    return fuse_bn(net), model, summary + "; BatchNorm folded into the convolutions (untested "
+                                          "for segmenters)"
 
 
 def check_data_classes(root, info):
