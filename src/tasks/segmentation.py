@@ -298,8 +298,8 @@ def load_network(path, info=None, model=None, num_classes=None, fuse=False):
     if not fuse:
         return net, model, summary
     from ..fuse import fuse_bn
-    return fuse_bn(net), model, summary + "; BatchNorm folded into the convolutions (untested "
-                                          "for segmenters)"
+    summary += "; BatchNorm folded into the convolutions (not tested for segmenters)"
+    return fuse_bn(net), model, summary
 
 
 def check_data_classes(root, info):
