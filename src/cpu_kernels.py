@@ -238,15 +238,16 @@ class KernelSwitch:
 
 class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
     """``nn.Conv2d(channels, channels, kernel_size, stride, group=channels, ...)``
-    computed by the custom CPU kernels where supported.
+    computed by the custom CPU kernels where supported (dilated ones, as in a
+    segmentation backbone, always run MindSpore's operator).
 
     ``relu`` (set by ``fuse_bn``) applies ReLU after the bias, inside the kernel.
     """
 
     def __init__(self, channels, kernel_size, stride=1, pad_mode="same", padding=0,
-                 has_bias=False):
+                 has_bias=False, dilation=1):
         super().__init__(channels, channels, kernel_size, stride, pad_mode=pad_mode,
-                         padding=padding, group=channels, has_bias=has_bias)
+                         padding=padding, dilation=dilation, group=channels, has_bias=has_bias)
         self.relu = False
         self.set_kernel(enabled_by_default())
 

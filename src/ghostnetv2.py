@@ -73,6 +73,8 @@ DEFAULT_DROPOUT = 0.2  # the paper's classifier dropout
 # the stem's output at stride 2, then the last stage at each of the strides 4,
 # 8, 16 and 32 (index 9 is the final 1x1 conv stage).
 FEATURE_STAGES = (2, 4, 6, 9)
+# The classifier's 32, and the dilated backbones of segmentation.
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
@@ -88,32 +90,40 @@ def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
     return rounded
 
 
-def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=False):
-    """A convolution padded like PyTorch's ``padding=k // 2``.
+def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=False,
+           dilation=1):
+    """A convolution padded like PyTorch's ``padding=dilation * (k // 2)``.
 
     Stride 1 uses pad_mode='same' (identical for odd kernels, and the only
     form MindSpore's ONNX exporter gets right for 1x5 / 5x1 kernels); stride 2
     uses explicit symmetric padding, since 'same' would pad bottom/right only.
+    Dilated convolutions (segmentation backbones, ``output_stride`` < 32;
+    always stride 1) pad explicitly too.
     Depthwise convolutions are DepthwiseConv2d: an nn.Conv2d (same parameters)
     that runs the fast CPU kernels of src/cpu_kernels.py where it can.
     """
-    if stride == 1:
+    if dilation > 1:
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        pad_mode = "pad"
+        padding = (dilation * (kh // 2),) * 2 + (dilation * (kw // 2),) * 2
+    elif stride == 1:
         pad_mode, padding = "same", 0
     else:
         pad_mode, padding = "pad", kernel_size // 2
     if groups == in_channels == out_channels and groups > 1:
         return DepthwiseConv2d(in_channels, kernel_size, stride, pad_mode=pad_mode,
-                               padding=padding, has_bias=has_bias)
+                               padding=padding, has_bias=has_bias, dilation=dilation)
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
-                     padding=padding, group=groups, has_bias=has_bias)
+                     padding=padding, dilation=dilation, group=groups, has_bias=has_bias)
 
 
-def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False):
+def conv_bn(in_channels, out_channels, kernel_size, stride=1, groups=1, relu=False, dilation=1):
     """conv -> BN (-> ReLU) as a SequentialCell indexed like PyTorch's (0: conv,
     1: BN). The ReLU is part of the BatchNorm cell (one pass with the CPU
     kernels, training and evaluation alike); it has no parameters, so the
     parameter names are PyTorch's."""
-    return nn.SequentialCell([conv2d(in_channels, out_channels, kernel_size, stride, groups),
+    return nn.SequentialCell([conv2d(in_channels, out_channels, kernel_size, stride, groups,
+                                     dilation=dilation),
                               BatchNorm2d(out_channels, relu=relu)])
 
 
@@ -136,11 +146,20 @@ def dfc_attention(in_channels, out_channels, kernel_size=5):
 class GhostModule(nn.Cell):
     """Half the output from a 1x1 conv, the other half from a cheap 3x3
     depthwise conv on it; optionally gated by DFC attention (GhostNetV2).
-    Called with a residual, adds it to the output (the bottleneck's shortcut)."""
+    Called with a residual, adds it to the output (the bottleneck's shortcut).
+
+    ``dilation`` d > 1 (a dilated segmentation backbone, see GhostNetV2's
+    ``output_stride``): the input map is d times denser than the classifier's
+    map at this block. The cheap 3x3 conv is dilated by d, and the DFC gate
+    average-pools 2d x 2d cells instead of 2x2, so that its 1x5 / 5x1 convs
+    run, undilated, on a map of the classifier's resolution and see the image
+    area they were trained on; the gate is then upsampled (nearest) by 2d.
+    """
 
     def __init__(self, in_channels, out_channels, relu=True, dfc_kernel_size=0,
-                 takes_residual=False):
+                 takes_residual=False, dilation=1):
         super().__init__()
+        self.dilation = dilation
         self.out_channels = out_channels
         self.relu = relu
         self.takes_residual = takes_residual
@@ -148,12 +167,14 @@ class GhostModule(nn.Cell):
         init_channels = math.ceil(out_channels / 2)
         self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
         self.cheap_operation = conv_bn(init_channels, init_channels, 3, groups=init_channels,
-                                       relu=relu)
+                                       relu=relu, dilation=dilation)
         self.needs_slice = 2 * init_channels != out_channels
         self.use_dfc = dfc_kernel_size > 0
         if self.use_dfc:
             self.short_conv = dfc_attention(in_channels, out_channels, dfc_kernel_size)
-            self.pool = AvgPool2x2()
+            # The classifier's 2x2 pool on the CPU kernel; a dilated backbone's
+            # 2d x 2d pool (d times denser map, same image area) on MindSpore's.
+            self.pool = AvgPool2x2() if dilation == 1 else nn.AvgPool2d(2 * dilation, 2 * dilation)
             self.gate_multiply = GateMultiply()
 
     def fuse_tail(self):
@@ -161,7 +182,7 @@ class GhostModule(nn.Cell):
         product (bias, ReLU, cheap conv, concat, DFC gate) in one CPU kernel
         (cpu_kernels.GhostTail). Same parameters; returns whether it is used."""
         primary, cheap = self.primary_conv[0], self.cheap_operation[0]
-        if self.needs_slice or not (primary.has_bias and cheap.has_bias):
+        if self.needs_slice or self.dilation > 1 or not (primary.has_bias and cheap.has_bias):
             return False
         if self.takes_residual and (self.relu or self.use_dfc):
             return False
@@ -212,17 +233,27 @@ class SqueezeExcite(nn.Cell):
 
 class GhostBottleneck(nn.Cell):
     """ghost1 (ReLU, DFC) -> [depthwise stride-2 conv + BN] -> [SE] -> ghost2
-    (linear) -> + shortcut."""
+    (linear) -> + shortcut.
+
+    ``dilation`` = (d_in, d_out): the dilation of the spatial convs before the
+    block's stride (ghost1, the strided depthwise conv, the shortcut's) and
+    after it (ghost2). A stride-2 block of a dilated backbone has stride 1 and
+    d_out = 2 d_in: its strided convs keep their parameters, run at stride 1
+    (dilated by d_in), and every later conv is dilated by d_out, so each conv
+    samples the image at the spacing it was trained at (the "a trous" rule).
+    """
 
     def __init__(self, in_channels, mid_channels, out_channels, kernel_size=3, stride=1,
-                 se_ratio=0.0, dfc_kernel_size=0, drop_path=0.0):
+                 se_ratio=0.0, dfc_kernel_size=0, drop_path=0.0, dilation=(1, 1)):
         super().__init__()
+        dilation_in, dilation_out = dilation
         self.ghost1 = GhostModule(in_channels, mid_channels, relu=True,
-                                  dfc_kernel_size=dfc_kernel_size)
-        self.has_dw = stride > 1
+                                  dfc_kernel_size=dfc_kernel_size, dilation=dilation_in)
+        strided = stride > 1 or dilation_out > dilation_in  # a stride, or its dilated stand-in
+        self.has_dw = strided
         if self.has_dw:
             self.conv_dw = conv2d(mid_channels, mid_channels, kernel_size, stride,
-                                  groups=mid_channels)
+                                  groups=mid_channels, dilation=dilation_in)
             self.bn_dw = BatchNorm2d(mid_channels)
         self.has_se = se_ratio > 0
         if self.has_se:
@@ -232,11 +263,12 @@ class GhostBottleneck(nn.Cell):
         # kernel); without it the shortcut goes into ghost2 as before.
         self.drop_path = _drop_path_cell(drop_path) if drop_path > 0 else None
         self.ghost2 = GhostModule(mid_channels, out_channels, relu=False,
-                                  takes_residual=self.drop_path is None)
-        self.identity_shortcut = in_channels == out_channels and stride == 1
+                                  takes_residual=self.drop_path is None, dilation=dilation_out)
+        self.identity_shortcut = in_channels == out_channels and not strided
         if not self.identity_shortcut:
             self.shortcut = nn.SequentialCell([
-                conv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels),
+                conv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels,
+                       dilation=dilation_in),
                 BatchNorm2d(in_channels),
                 conv2d(in_channels, out_channels, 1),
                 BatchNorm2d(out_channels),
@@ -295,6 +327,14 @@ class GhostNetV2(nn.Cell):
             rising linearly with the block index i of the 16 bottlenecks:
             ``drop_path_rate * i / 16`` (timm's EfficientNet / MobileNetV3
             rule; the first bottleneck never drops). 0 (default) = off.
+        output_stride: 32 (default, the classifier), 16 or 8: a dilated
+            backbone for segmentation (DeepLab's, mmsegmentation's
+            MobileNetV2-D8): each stride-2 stage that would bring the map
+            below 1/output_stride runs at stride 1 and dilates its later convs
+            instead (8: the stages at strides 16 and 32 dilated by 2 and 4).
+            The parameters (names and shapes) are the classifier's, so its
+            weights load unchanged; see GhostBottleneck / GhostModule for the
+            per-conv rule and the DFC gate.
 
     For detection and segmentation necks, mindcv's convention: ``feature_info``
     lists the feature maps (``chs``, ``reduction``, ``name``) at strides 2, 4,
@@ -308,10 +348,12 @@ class GhostNetV2(nn.Cell):
     flatten_sequential = True
 
     def __init__(self, width=1.0, num_classes=1000, dropout=None, in_channels=3, use_dfc=True,
-                 dfc_kernel_size=5, drop_rate=None, drop_path_rate=0.0):
+                 dfc_kernel_size=5, drop_rate=None, drop_path_rate=0.0, output_stride=32):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
         if use_dfc and (dfc_kernel_size < 1 or dfc_kernel_size % 2 == 0):
             raise ValueError(f"dfc_kernel_size must be a positive odd number, got {dfc_kernel_size}")
         dropout = _classifier_dropout(dropout, drop_rate)
@@ -319,6 +361,7 @@ class GhostNetV2(nn.Cell):
         self.width = width
         self.num_classes = num_classes
         self.use_dfc = use_dfc
+        self.output_stride = output_stride
         # With DFC, the stride-32 map must still be 2x2 for the 2x2 pool; the
         # documented minimum is 64 (the official model's smallest tested size).
         self.min_input_size = 64 if use_dfc else 32
@@ -330,16 +373,20 @@ class GhostNetV2(nn.Cell):
         self.feature_info = [dict(chs=stem_channels, reduction=reduction, name="bn1")]
 
         num_blocks = sum(len(stage) for stage in STAGES)
-        stages, channels, block_index = [], stem_channels, 0
+        stages, channels, block_index, dilation = [], stem_channels, 0, 1
         for stage in STAGES:
             layers = []
             for kernel, mid, out, se_ratio, stride in stage:
                 dfc = dfc_kernel_size if use_dfc and block_index >= FIRST_DFC_BLOCK else 0
                 out_channels = make_divisible(out * width)
+                next_dilation = dilation
+                if reduction * stride > output_stride:  # dilate instead of striding
+                    stride, next_dilation = 1, dilation * stride
                 layers.append(GhostBottleneck(channels, make_divisible(mid * width), out_channels,
                                               kernel, stride, se_ratio, dfc,
-                                              drop_path_rate * block_index / num_blocks))
-                channels = out_channels
+                                              drop_path_rate * block_index / num_blocks,
+                                              dilation=(dilation, next_dilation)))
+                channels, dilation = out_channels, next_dilation
                 reduction *= stride
                 block_index += 1
             self._add_feature_info(len(stages), channels, reduction)

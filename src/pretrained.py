@@ -124,3 +124,32 @@ def load_pretrained(net, model_name):
                     f"fit the model's ({wanted[0] if wanted else 0}) and was not loaded")
     _logger.info(summary)
     return summary
+
+
+# The classifier's own head: weights files carry it, dense-task backbones have none.
+CLASSIFICATION_HEAD_PREFIXES = ("classifier.", "conv_head.")
+
+
+def load_backbone_weights(backbone, source, model_name):
+    """Load classification weights into a dense task's backbone (a GhostNetV2
+    without conv_head / classifier, any output_stride: the parameters are the
+    classifier's). source: a weights file (official release, timm's
+    .safetensors / .pth, this port's .ckpt, classification checkpoints of
+    train.py included) or "True" / True for ``find_pretrained``'s search.
+    Returns and logs the summary (load_backbone_params)."""
+    path = find_pretrained(model_name) if source in (True, "True", "true") else source
+    params, fmt = read_weights(path)
+    return load_backbone_params(backbone, params, f"{path} ({fmt})", model_name)
+
+
+def load_backbone_params(backbone, params, source, model_name):
+    """{name: array} of a classifier's weights (read_weights) into a backbone:
+    every backbone parameter must be there (WeightsError otherwise); the
+    classification head is dropped. source names the file in the summary."""
+    head = [k for k in params if k.startswith(CLASSIFICATION_HEAD_PREFIXES)]
+    params = {k: v for k, v in params.items() if k not in head}
+    summary = (f"backbone {model_name}: " + load_params(backbone, params, source)
+               + f"; the file's classification head ({len(head)} tensors: conv_head, "
+               "classifier) was not loaded")
+    _logger.info(summary)
+    return summary

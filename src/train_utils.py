@@ -24,7 +24,8 @@ DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 OPTIMIZERS = ("momentum", "nesterov", "rmsprop", "adamw", "adam")
 # timm_step: the official recipe's schedule (timm's StepLRScheduler, per epoch, with lr
 # noise: src/timm_recipe.py); the others are mindcv's, per step.
-SCHEDULERS = ("timm_step", "cosine_decay", "step_decay", "exponential_decay", "constant")
+SCHEDULERS = ("timm_step", "cosine_decay", "step_decay", "exponential_decay", "polynomial_decay",
+              "constant")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 LOSS_SCALE_TYPES = ("fixed", "dynamic")
 
@@ -179,11 +180,16 @@ def lr_schedule(config, steps_per_epoch):
     decay_epochs = config.decay_epochs
     if config.lr_scheduler == "cosine_decay":
         decay_epochs = config.epoch_size - config.warmup_epochs  # one cosine over the rest
-    lrs = create_scheduler(steps_per_epoch, scheduler=config.lr_scheduler, lr=config.lr,
+    # polynomial_decay (mmsegmentation's poly, power = decay_rate): mindcv's
+    # decays to 0, so it runs on lr - min_lr and min_lr is added back
+    # (mmsegmentation's PolyLR eta_min), every step.
+    floor = config.min_lr if config.lr_scheduler == "polynomial_decay" else 0.0
+    lrs = create_scheduler(steps_per_epoch, scheduler=config.lr_scheduler, lr=config.lr - floor,
                            min_lr=config.min_lr, warmup_epochs=config.warmup_epochs,
-                           warmup_factor=config.warmup_lr / config.lr, decay_epochs=decay_epochs,
-                           decay_rate=config.decay_rate, num_epochs=config.epoch_size)
-    return [float(lr) for lr in lrs]
+                           warmup_factor=(config.warmup_lr - floor) / (config.lr - floor),
+                           decay_epochs=decay_epochs, decay_rate=config.decay_rate,
+                           num_epochs=config.epoch_size)
+    return [float(lr) + floor for lr in lrs]
 
 
 def create_optimizer(net, config, lrs):
