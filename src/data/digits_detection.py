@@ -112,7 +112,7 @@ def write_split(root, split, photos, scans, labels, count, size, rng, digit_size
     return len(images), len(annotations)
 
 
-def write_digit_detection(root, num_train=800, num_val=200, size=128, digit_sizes=(20, 44),
+def write_digit_detection(root, num_train=800, num_val=200, size=128, digit_sizes=(48, 64),
                           seed=0):
     """Write the set; returns {split: (images, boxes)}."""
     from sklearn.datasets import load_digits
