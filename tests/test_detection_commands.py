@@ -2,9 +2,15 @@
 detection set (COCO layout, category ids 2..29): train.py (one epoch, COCO
 validation) -> eval.py (pycocotools table, AP line, COCO results file) ->
 export.py ONNX -> infer.py on the ONNX file and on the checkpoint (same
-decoded outputs, pictures and JSON written)."""
+decoded outputs, pictures and JSON written); export.py MINDIR ->
+scripts/run_infer_cpu.sh (preprocess.py, the MINDIR on MindSpore's runtime,
+postprocess.py) gives eval.py's AP and detections."""
+import contextlib
+import io
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,15 +53,23 @@ def test_train_writes_a_detector(run):
     assert info["input_size"] == [3, 64, 64] and len(info["anchors"]) == 3
 
 
-def test_eval_prints_coco_metrics_and_writes_results(run, capsys):
+@pytest.fixture(scope="module")
+def evaluated(run):
+    """eval.py on the val split: (stdout, its JSON line, the COCO results file)."""
     predictions = run / "predictions.json"
-    assert eval_cmd.main(["--checkpoint_path", str(run / "run" / "best.ckpt"),
-                          "--data_path", str(run / "coco"), "--val_split", "val",
-                          "--batch_size", "4", "--device_target", "CPU",
-                          "--predictions_file", str(predictions)]) == 0
-    out = capsys.readouterr().out
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert eval_cmd.main(["--checkpoint_path", str(run / "run" / "best.ckpt"),
+                              "--data_path", str(run / "coco"), "--val_split", "val",
+                              "--batch_size", "4", "--device_target", "CPU",
+                              "--predictions_file", str(predictions)]) == 0
+    out = out.getvalue()
+    return out, json.loads(out.strip().splitlines()[-1]), predictions
+
+
+def test_eval_prints_coco_metrics_and_writes_results(run, evaluated):
+    out, result, predictions = evaluated
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in out
-    result = json.loads(out.strip().splitlines()[-1])
     with open(run / "run" / "metrics.jsonl", encoding="utf-8") as f:
         trained = json.loads(f.readline())
     # the same weights on the same images: the AP validation logged
@@ -107,3 +121,38 @@ def test_class_count_contradicting_the_checkpoint(run, capsys):
                         "ONNX", "--num_classes", "80", "--file_name", str(run / "x.onnx")])
     assert code == 1
     assert "--num_classes 80 contradicts" in capsys.readouterr().err
+
+
+def test_edge_flow_scores_like_eval(run, evaluated, tmp_path):
+    """export.py MINDIR -> run_infer_cpu.sh (preprocess.py, src/mindir_infer.py,
+    postprocess.py): eval.py's AP line and its detections, box for box."""
+    _, result, eval_predictions = evaluated
+    mindir = str(tmp_path / "det.mindir")
+    assert export.main(["--checkpoint_path", str(run / "run" / "best.ckpt"),
+                        "--file_format", "MINDIR", "--file_name", mindir]) == 0
+    output = tmp_path / "infer_cpu"
+    env = dict(os.environ, GLOG_v="3", INFER_OUTPUT_DIR=str(output), PYTHON=sys.executable)
+    flow = subprocess.run(["bash", "scripts/run_infer_cpu.sh", mindir, str(run / "coco"),
+                           "--val_split", "val"], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert flow.returncode == 0, flow.stdout + flow.stderr
+    with open(output / "acc.log", encoding="utf-8") as f:
+        edge = json.loads(f.read().strip().splitlines()[-1])
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "val_images", "detections"):
+        assert edge[key] == result[key], key
+    assert result["AP50"] > 0  # not an empty match
+    # each input carries its image id and resize factors to postprocess.py
+    with open(output / "preprocess_Result" / "labels.json", encoding="utf-8") as f:
+        record = json.load(f)
+    assert sorted(record["image_ids"].values()) == list(range(1000, 1006))
+    assert all(len(f) == 2 and 0 < min(f) for f in record["factors"].values())
+    with open(eval_predictions, encoding="utf-8") as f:
+        expected = json.load(f)
+    with open(output / "predictions.json", encoding="utf-8") as f:
+        got = json.load(f)
+    key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
+    assert len(got) == len(expected)
+    for a, b in zip(sorted(got, key=key), sorted(expected, key=key)):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
