@@ -420,7 +420,7 @@ def load_network(path, info=None, model=None, num_classes=None, fuse=False):
     summary = f"loaded {len(params)} tensors from {path} ({fmt})"
     if fuse:
         net = fuse_bn(net)
-        summary += "; BatchNorm folded into the backbone's convolutions"
+        summary += "; BatchNorm folded into the convolutions (backbone, neck, head)"
     return net, info["architecture"], summary
 
 
