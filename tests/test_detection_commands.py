@@ -51,6 +51,11 @@ def test_train_writes_a_detector(run):
     info, _ = read_info(str(run / "run" / "best.ckpt"))
     assert info["task"] == "detection" and info["category_ids"] == list(CATEGORY_IDS)
     assert info["input_size"] == [3, 64, 64] and len(info["anchors"]) == 3
+    with open(run / "run" / "train.log", encoding="utf-8") as f:
+        log = f.read()
+    # the schedule the detector trains with, not the common lr_scheduler key's
+    assert ("schedule: linear warmup over 2 iterations from 0.001 x lr, then x0.1 after "
+            "epochs none,") in log
 
 
 @pytest.fixture(scope="module")

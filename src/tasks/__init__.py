@@ -46,7 +46,10 @@ Training (train.py's Trainer; ``config`` is the merged recipe)
   are what checkpoints hold and resume restores.
 - ``lr_schedule(config, steps_per_epoch) -> [lr per step]`` (optional):
   the task's own schedule instead of src.train_utils.lr_schedule (detection:
-  mmdetection's linear warmup over iterations, then steps at epochs).
+  mmdetection's linear warmup over iterations, then steps at epochs), with
+  ``describe_lr_schedule(config) -> str``, the schedule named in train.py's
+  start line (default: src.train_utils.describe_lr_schedule, the recipe's
+  lr_scheduler and warmup).
 - ``create_eval_network(config)``: a network with the training network's
   parameter names, into which the Trainer copies the (EMA) weights to
   validate.

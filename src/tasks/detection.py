@@ -254,6 +254,14 @@ def lr_schedule(config, steps_per_epoch):
     return lrs
 
 
+def describe_lr_schedule(config):
+    """lr_schedule's, for train.py's start line (the recipe's lr_scheduler and
+    warmup_epochs keys are not used by a detector)."""
+    steps = ", ".join(str(e) for e in config.lr_steps) or "none"
+    return (f"linear warmup over {config.warmup_iters} iterations from "
+            f"{config.warmup_ratio:g} x lr, then x{config.lr_gamma:g} after epochs {steps}")
+
+
 def create_eval_network(config_or_info):
     """The detector with its box decoding for the recipe's / info's input
     size (what validation, eval.py and export.py run)."""
