@@ -15,7 +15,7 @@ from src.dataset import DatasetError
 
 def write_coco(root, annotations, images=None, categories=None, split="val2017"):
     """A COCO root with 64x48 images 1-3 (image 3 has no boxes), a missing
-    file (id 4) and a corrupt one (id 5)."""
+    file (id 4) and a corrupt one (id 5). annotations None: an empty list."""
     os.makedirs(os.path.join(root, split), exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     rng = np.random.default_rng(0)
@@ -28,7 +28,8 @@ def write_coco(root, annotations, images=None, categories=None, split="val2017")
         f.write(b"not a png")
     categories = categories or [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        json.dump({"images": images, "annotations": annotations or [], "categories": categories},
+                  f)
     return split_paths(root, split)
 
 
@@ -40,8 +41,11 @@ ANNOTATIONS = [
 ]
 
 
-def test_read_coco(tmp_path):
+def test_read_coco(tmp_path, caplog):
     coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    # a box outside the image clipped, one under a pixel skipped: counted, the file named
+    assert (f"{tmp_path}/annotations/instances_val2017.json: 1 boxes reaching outside their "
+            "image clipped, 1 boxes under 1 pixel wide or high skipped") in caplog.text
     assert coco.category_ids == [3, 7] and coco.class_names == ["cat", "dog"]
     assert [im.image_id for im in coco.images] == [1, 2, 3, 4, 5]
     first, second, third = coco.images[:3]
@@ -57,6 +61,61 @@ def test_unknown_category_names_the_file(tmp_path):
     with pytest.raises(DatasetError, match=r"instances_val2017\.json: annotation 9 has "
                                            r"category_id 5"):
         load_coco(*paths)
+
+
+def test_categories_not_the_networks_name_the_file(tmp_path):
+    """Scoring a file against a checkpoint trained on other categories."""
+    paths = write_coco(str(tmp_path), ANNOTATIONS)
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: category ids \[7\] are not "
+                                           r"among the network's 2 classes; evaluate with the "
+                                           r"annotation file it was trained for"):
+        load_coco(*paths, category_ids=[3, 4])
+
+
+def recipe(root, **overrides):
+    from types import SimpleNamespace
+    keys = dict(data_path=root, train_split="val2017", train_ann_file="", train_image_dir="",
+                num_classes=2)
+    return SimpleNamespace(**dict(keys, **overrides))
+
+
+def test_class_count_contradicting_the_annotations(tmp_path):
+    from src.tasks.detection import create_train_data
+    from src.train_utils import ConfigError
+    write_coco(str(tmp_path), ANNOTATIONS)
+    with pytest.raises(ConfigError, match=r"instances_val2017\.json has 2 categories but "
+                                          r"--num_classes is 80; pass --num_classes 2"):
+        create_train_data(recipe(str(tmp_path), num_classes=80))
+
+
+@pytest.mark.parametrize("annotations", [[], None, ANNOTATIONS[2:]],
+                         ids=["empty", "missing", "only-tiny-and-crowd"])
+def test_no_boxes_is_an_error_naming_the_file(tmp_path, annotations):
+    """Nothing to train on, and pycocotools' AP would be -1 (undefined): an
+    error naming the file and the flags, for training and for scoring."""
+    from src.tasks.detection import create_train_data, load_scored_coco
+    paths = write_coco(str(tmp_path), annotations)
+    if annotations is None:  # no "annotations" key at all
+        with open(paths[0], encoding="utf-8") as f:
+            data = json.load(f)
+        del data["annotations"]
+        with open(paths[0], "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: no box .* in its 5 "
+                                           r"images.*nothing to train on; name the annotated "
+                                           r"split \(--train_split / --train_ann_file\)"):
+        create_train_data(recipe(str(tmp_path)))
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: no box .*COCO AP is "
+                                           r"undefined .*--val_split / --val_ann_file"):
+        load_scored_coco(*paths, [3, 7])
+
+
+def test_no_readable_image_is_an_error(tmp_path):
+    """Every image file missing or corrupt: no AP at all, rather than one of 0."""
+    from src.tasks.detection import score, test_settings
+    coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    with pytest.raises(DatasetError, match=f"no image of {tmp_path}/val2017 could be read"):
+        score({}, coco, test_settings({}))
 
 
 def test_missing_layout_says_what_is_expected(tmp_path):

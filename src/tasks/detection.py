@@ -124,9 +124,11 @@ def _coco_paths(root, config, which):
 
 def create_train_data(config, rank_id=0, rank_size=1):
     """(batches of image, box_targets, labels; data_info)."""
-    from src.data.coco import load_coco
+    from src.data.coco import load_coco, require_boxes
     from src.data.detection import create_train_dataset
-    coco = load_coco(*_coco_paths(config.data_path, config, "train"))
+    coco = require_boxes(load_coco(*_coco_paths(config.data_path, config, "train")),
+                         "nothing to train on; name the annotated split (--train_split / "
+                         "--train_ann_file)")
     if len(coco.category_ids) != config.num_classes:
         raise ConfigError(f"{coco.ann_file} has {len(coco.category_ids)} categories but "
                           f"--num_classes is {config.num_classes}; pass --num_classes "
@@ -146,11 +148,19 @@ def create_train_data(config, rank_id=0, rank_size=1):
     return dataset, data_info
 
 
+def load_scored_coco(ann_file, image_dir, category_ids):
+    """The annotations AP is computed against: the network's category ids, and
+    boxes (an empty annotation list would give pycocotools' undefined AP, -1)."""
+    from src.data.coco import load_coco, require_boxes
+    return require_boxes(load_coco(ann_file, image_dir, category_ids=category_ids),
+                         "COCO AP is undefined without ground truth; evaluate on an annotated "
+                         "split (--val_split / --val_ann_file)")
+
+
 def create_val_data(config, rank_id, rank_size, data_info):
     """Evaluation batches of (image, image_id, factors) of the val split of
     --val_data_path (default: --data_path); None when the root has no
     annotation file for it and none is named."""
-    from src.data.coco import load_coco
     root = config.val_data_path or config.data_path
     try:
         paths = _coco_paths(root, config, "val")
@@ -160,7 +170,7 @@ def create_val_data(config, rank_id, rank_size, data_info):
         _train_log.info("no validation: %s has no annotations/instances_%s.json", root,
                         config.val_split)
         return None
-    coco = load_coco(*paths, category_ids=data_info["category_ids"])
+    coco = load_scored_coco(*paths, data_info["category_ids"])
     dataset = _eval_dataset(coco, config.batch_size, config.image_size, config.num_workers,
                             rank_id, rank_size)
     _train_log.info("val data: %s (%d images, %d on this rank)", coco.ann_file,
@@ -368,7 +378,6 @@ def evaluate(config, info, where):
     """COCO box AP of config.checkpoint_path on the val split of the COCO root
     config.data_path: pycocotools' table on stdout, the metrics returned,
     --predictions_file written in COCO results format."""
-    from src.data.coco import load_coco
     from src.evaluation.coco import write_results
     from src.tasks.classification import progress_logger
     _require_detector_info(info, where, config.checkpoint_path)
@@ -383,8 +392,7 @@ def evaluate(config, info, where):
         _eval_log.warning("--image_size %d ignored: the detector runs at its training input "
                           "size %d (its anchors and decoding are built for it)",
                           config.image_size, input_size(info))
-    coco = load_coco(*_coco_paths(config.data_path, config, "val"),
-                     category_ids=info["category_ids"])
+    coco = load_scored_coco(*_coco_paths(config.data_path, config, "val"), info["category_ids"])
     dataset = _eval_dataset(coco, config.batch_size, input_size(info), config.num_workers)
     _eval_log.info("data: %s (%d images, %d categories), batch %d", coco.ann_file,
                    len(coco.images), len(coco.category_ids), config.batch_size)
@@ -587,7 +595,6 @@ def preprocess(args, info, where):
     """eval.py's inputs of the val split of the COCO root args.data_path, at the
     MINDIR's input size; the record names each input's image id and factors."""
     from src import edge
-    from src.data.coco import load_coco
     from src.mindir_infer import MindirError, square_image_size
     _require_detector_info(info, where, args.mindir_path)
     size = input_size(info)
@@ -597,7 +604,7 @@ def preprocess(args, info, where):
     if args.image_size not in (None, size):
         raise ConfigError(f"--image_size {args.image_size}: a detector's inputs are its input "
                           f"size {size} (its anchors and decoding are built for it); drop the flag")
-    coco = load_coco(*_coco_paths(args.data_path, args, "val"), category_ids=info["category_ids"])
+    coco = load_scored_coco(*_coco_paths(args.data_path, args, "val"), info["category_ids"])
     dataset = _eval_dataset(coco, 1, size, args.num_workers)
     print(f"data: {coco.ann_file} ({len(coco.images)} images, {len(coco.category_ids)} "
           f"categories), input {size}x{size}", flush=True)
@@ -612,6 +619,8 @@ def preprocess(args, info, where):
         if len(image_ids) % PREPROCESS_PROGRESS_EVERY == 0:
             print(f"  {len(image_ids)}/{dataset.num_files} images "
                   f"({len(image_ids) / (time.time() - start):.0f}/s)", flush=True)
+    if not image_ids:
+        raise DatasetError(f"no image of {coco.image_dir} could be read (see the warnings above)")
     root = os.path.abspath(args.data_path)
     sources = {name: paths[image_id] for name, image_id in image_ids.items()}
     record = {
@@ -667,14 +676,13 @@ def postprocess(record, args):
     """COCO box AP of the result files, as eval.py computes it (same NMS, same
     mapping to original pixels, pycocotools on the annotation file)."""
     from src import edge
-    from src.data.coco import load_coco
     from src.evaluation.coco import write_results
     missing = [key for key in _RECORD_KEYS if key not in record]
     if missing or not record["image_ids"]:
         raise edge.ResultsError(f"{args.label_file} lacks {', '.join(missing) or 'inputs'}: "
                                 "not written by preprocess.py for a detector?")
     ann_file = args.ann_file or record["annotations"]
-    coco = load_coco(ann_file, record.get("image_dir", ""), category_ids=record["category_ids"])
+    coco = load_scored_coco(ann_file, record.get("image_dir", ""), record["category_ids"])
     images_by_id = {im.image_id: im for im in coco.images}
     inputs = sorted(record["image_ids"])
     unknown = [record["image_ids"][n] for n in inputs if record["image_ids"][n] not in images_by_id]
