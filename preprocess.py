@@ -74,6 +74,11 @@ def main(argv=None):
     try:
         info, where = read_info_named_by(argv, ["--mindir_path"])
         task = get_task(task_name(info))
+        if not hasattr(task, "preprocess"):
+            # segmentation: eval.py scores each image at its own (test-scale) size,
+            # which one fixed-size MINDIR input cannot reproduce
+            raise ConfigError(f"{where}: the {task.NAME} task has no edge flow in this version; "
+                              "score it with eval.py, run the MINDIR with infer.py")
     except (ConfigError, WeightsError) as err:
         print(f"preprocess.py: error: {err}", file=sys.stderr)
         return 1
