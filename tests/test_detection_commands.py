@@ -28,11 +28,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "config", "yolov3_ghostnetv2_100_digits.yaml")
 
 
+# Sizes (width, height) of the val images: the network's input is 64x64, so
+# each is resized keeping its ratio and padded, and its boxes must be mapped
+# back with the factors (eval.py, postprocess.py).
+# (Near 64, so the digits keep about the size the one-epoch model saw.)
+VAL_SIZES = ((80, 64), (64, 48), (72, 72), (48, 64), (96, 80), (64, 64))
+
+
+def resize_val_images(root):
+    """The val split's images at VAL_SIZES, their boxes scaled with them."""
+    from PIL import Image
+    ann_file = root / "annotations" / "instances_val.json"
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    scales = {}
+    for record, (width, height) in zip(data["images"], VAL_SIZES):
+        path = root / "val" / record["file_name"]
+        with Image.open(path) as image:
+            image.convert("RGB").resize((width, height), Image.BILINEAR).save(path)
+        scales[record["id"]] = (width / record["width"], height / record["height"])
+        record["width"], record["height"] = width, height
+    for ann in data["annotations"]:
+        sx, sy = scales[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        ann["bbox"] = [x * sx, y * sy, w * sx, h * sy]
+        ann["area"] = w * sx * h * sy
+    with open(ann_file, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("det")
     write_digit_detection(str(root / "coco"), num_train=16, num_val=6, size=64,
                           digit_sizes=(16, 32), seed=1)
+    resize_val_images(root / "coco")
     out = root / "run"
     code = train.main(["--config_path", RECIPE, "--data_path", str(root / "coco"),
                        "--image_size", "64", "--batch_size", "4", "--epoch_size", "1",
@@ -84,10 +114,14 @@ def test_eval_prints_coco_metrics_and_writes_results(run, evaluated):
     with open(predictions, encoding="utf-8") as f:
         results = json.load(f)
     assert len(results) == result["detections"] > 0
-    for det in results:
-        assert det["category_id"] in CATEGORY_IDS and det["image_id"] >= 1000
+    sizes = dict(zip(range(1000, 1006), VAL_SIZES))
+    for det in results:  # in each image's own pixels
+        assert det["category_id"] in CATEGORY_IDS
+        width, height = sizes[det["image_id"]]
         x, y, w, h = det["bbox"]
-        assert 0 <= x <= x + w <= 64 and 0 <= y <= y + h <= 64
+        assert 0 <= x <= x + w <= width + 1e-3 and 0 <= y <= y + h <= height + 1e-3
+    # boxes reach past the 64x64 input on the larger images: mapped back, not clipped to it
+    assert max(d["bbox"][0] + d["bbox"][2] for d in results if d["image_id"] == 1004) > 64
 
 
 def test_onnx_export_gives_the_checkpoint_outputs(run, tmp_path):
@@ -145,18 +179,23 @@ def test_edge_flow_scores_like_eval(run, evaluated, tmp_path):
         edge = json.loads(f.read().strip().splitlines()[-1])
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "val_images", "detections"):
         assert edge[key] == result[key], key
-    assert result["AP50"] > 0  # not an empty match
     # each input carries its image id and resize factors to postprocess.py
     with open(output / "preprocess_Result" / "labels.json", encoding="utf-8") as f:
         record = json.load(f)
     assert sorted(record["image_ids"].values()) == list(range(1000, 1006))
-    assert all(len(f) == 2 and 0 < min(f) for f in record["factors"].values())
+    factors = {record["image_ids"][n]: f for n, f in record["factors"].items()}
+    for image_id, (width, height) in zip(range(1000, 1006), VAL_SIZES):
+        scale = 64 / max(width, height)
+        np.testing.assert_allclose(factors[image_id], [round(width * scale) / width,
+                                                       round(height * scale) / height], 1e-6)
     with open(eval_predictions, encoding="utf-8") as f:
         expected = json.load(f)
     with open(output / "predictions.json", encoding="utf-8") as f:
         got = json.load(f)
     key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
-    assert len(got) == len(expected)
+    # the one-epoch model's AP is about 0 on these images: the detections
+    # themselves, every box of every image, are what shows the flow is eval.py's
+    assert len(got) == len(expected) >= 6 * 50
     for a, b in zip(sorted(got, key=key), sorted(expected, key=key)):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
