@@ -212,3 +212,31 @@ def test_detection_digits_are_drawn_as_the_classifier_saw_them():
     ink = np.nonzero(expected[..., 0] / 255 > 0.25)
     assert box == [10.0 + ink[1].min(), 20.0 + ink[0].min(), float(np.ptp(ink[1]) + 1),
                    float(np.ptp(ink[0]) + 1)]
+
+
+def test_postprocess_checks_the_results_against_the_record(tmp_path):
+    """postprocess.py on results of another model, or for images the
+    annotation file does not have: errors naming the files."""
+    from types import SimpleNamespace
+    from src.edge import ResultsError
+    from src.tasks.detection import postprocess, test_settings
+    ann_file, _ = write_coco(str(tmp_path), ANNOTATIONS)
+    record = {"task": "detection", "image_ids": {"image_000000.bin": 1},
+              "factors": {"image_000000.bin": [1.0, 1.0]}, "annotations": ann_file,
+              "image_dir": str(tmp_path / "val2017"), "image_size": 64, "num_classes": 2,
+              "num_predictions": 10, "category_ids": [3, 7], "test_settings": test_settings({})}
+    results = tmp_path / "result_Files"
+    results.mkdir()
+    np.zeros(3, np.float32).tofile(results / "image_000000_0.bin")
+    args = SimpleNamespace(result_path=str(results), label_file="labels.json", ann_file=None,
+                           predictions_file=None)
+    with pytest.raises(ResultsError, match=r"hold 3 values per input, a detector of 2 classes "
+                                           r"at 64 gives 10 x 7 = 70: results of another model"):
+        postprocess(record, args)
+    with pytest.raises(ResultsError, match=r"instances_val2017\.json has no image ids \[99\] of "
+                                           r"labels\.json"):
+        postprocess(dict(record, image_ids={"image_000000.bin": 99}), args)
+    # the right size: scored (nothing above the thresholds here, so AP 0 on one image)
+    np.zeros(70, np.float32).tofile(results / "image_000000_0.bin")
+    metrics = postprocess(record, args)
+    assert metrics["val_images"] == 1 and metrics["skipped"] == 4 and metrics["AP"] == 0.0
