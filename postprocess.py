@@ -14,11 +14,19 @@ num_images. --predictions_file FILE also writes each input's top-5 classes by
 name: [{"image": source image, "top5": [[class name, probability], ...]}],
 named with the model's class names that preprocess.py found in the model info
 beside the MINDIR (else the data folder's names, else numbers).
+
+Detection: eval.py's NMS on the decoded rows, boxes mapped back to original
+pixels with the resize factors preprocess.py recorded per input, COCO box AP
+with pycocotools against the annotation file preprocess.py read (--ann_file
+names another copy of it); the JSON has AP, AP50, AP75, APs, APm, APl,
+val_images, skipped, detections. --predictions_file writes the detections in
+COCO results format (original pixels, the file's category ids), as eval.py's.
 """
 import argparse
 import json
 import sys
 
+from src.dataset import DatasetError
 from src.edge import ResultsError, read_record
 from src.tasks import get_task, task_name
 from src.train_utils import ConfigError
@@ -56,7 +64,7 @@ def main(argv=None):
     args = parse_args(argv, task)
     try:
         metrics = task.postprocess(record, args)
-    except (ResultsError, ConfigError) as err:
+    except (ResultsError, ConfigError, DatasetError) as err:
         print(f"postprocess.py: error: {err}", file=sys.stderr)
         return 1
     # Rounded like eval.py's JSON line, so the two compare as equal.

@@ -25,6 +25,14 @@ it: --image_size (224) and --crop_pct (0.875). labels.json also has
 "crop_pct": ..., "model_class_names": the MINDIR's recorded class names or
 null. Undecodable files are skipped with a warning, as eval.py skips them.
 
+Detection: DATA_PATH is a COCO root as eval.py takes it (--val_split, default
+val2017, or --val_ann_file / --val_image_dir); every image goes through
+eval.py's pipeline at the MINDIR's input size (resize keeping the ratio, pad
+bottom/right). labels.json also has, per input, "image_ids" (its COCO image
+id) and "factors" ([w_scale, h_scale] of the resize, to map boxes back to the
+original pixels), and the annotation file, category ids, class names and test
+thresholds from the model info.
+
 ``ascend310_infer`` and ``src/mindir_infer.py`` read the images folder;
 ``postprocess.py`` scores their results against labels.json.
 """
@@ -47,7 +55,8 @@ def parse_args(argv=None, task=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("--data_path", required=True,
-                        help="the images to preprocess (classification: one sub-folder per class)")
+                        help="the images to preprocess (classification: one sub-folder per "
+                             "class; detection: a COCO root)")
     parser.add_argument("--output_path", default="./preprocess_Result")
     parser.add_argument("--mindir_path", default=None,
                         help="the exported MINDIR the inputs are for: its task, input size and "
@@ -65,6 +74,11 @@ def main(argv=None):
     try:
         info, where = read_info_named_by(argv, ["--mindir_path"])
         task = get_task(task_name(info))
+        if not hasattr(task, "preprocess"):
+            # segmentation: eval.py scores each image at its own (test-scale) size,
+            # which one fixed-size MINDIR input cannot reproduce
+            raise ConfigError(f"{where}: the {task.NAME} task has no edge flow in this version; "
+                              "score it with eval.py, run the MINDIR with infer.py")
     except (ConfigError, WeightsError) as err:
         print(f"preprocess.py: error: {err}", file=sys.stderr)
         return 1

@@ -39,8 +39,8 @@ from src.model_utils.config import (DEFAULT_CONFIG, config_to_yaml, get_config, 
                                     load_yaml)
 from src.tasks import DEFAULT_TASK, get_task, task_name  # noqa: E402
 from src.train_utils import (ConfigError, check_train_config, copy_weights,  # noqa: E402
-                             create_optimizer, effective_amp_level, lr_schedule, set_device,
-                             set_global_step, set_seed, setup_logging)
+                             create_optimizer, describe_lr_schedule, effective_amp_level,
+                             lr_schedule, set_device, set_global_step, set_seed, setup_logging)
 from src.weights import WeightsError, write_text_atomic  # noqa: E402
 
 _logger = logging.getLogger("train")
@@ -204,6 +204,7 @@ class Trainer:
         self.steps_per_epoch = self.train_data.num_files // config.batch_size
         # a task may bring its own schedule (detection: warmup over iterations, steps)
         self.lrs = getattr(task, "lr_schedule", lr_schedule)(config, self.steps_per_epoch)
+        self.lr_description = getattr(task, "describe_lr_schedule", describe_lr_schedule)(config)
         self.net = build_network(config)
         optimizer = create_optimizer(self.net, config, self.lrs)
         self.train_step = task.create_train_step(self.net, config, optimizer)
@@ -243,9 +244,9 @@ class Trainer:
         config = self.config
         global_batch = config.batch_size * self.rank_size
         _logger.info("training %s: %d epochs x %d steps, batch %d x %d devices, lr %g (global "
-                     "batch %d), %s, %s schedule, EMA %s, amp %s", config.model, config.epoch_size,
-                     self.steps_per_epoch, config.batch_size, self.rank_size, config.lr,
-                     global_batch, config.optimizer, config.lr_scheduler,
+                     "batch %d), %s, schedule: %s, EMA %s, amp %s", config.model,
+                     config.epoch_size, self.steps_per_epoch, config.batch_size, self.rank_size,
+                     config.lr, global_batch, config.optimizer, self.lr_description,
                      config.ema_decay if config.ema else "off", effective_amp_level(config))
         # The pipeline starts (and MindSpore sets its signal handlers) before ours.
         batches = endless_batches(self.train_data.create_tuple_iterator(num_epochs=-1))

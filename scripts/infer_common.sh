@@ -22,20 +22,21 @@ absolute_file() {
     absolute "$1"
 }
 absolute_dir() {
-    require_dir "$2" "$1" "an image folder with one sub-folder per class, or a data set root"
+    require_dir "$2" "$1" "an image folder with one sub-folder per class, or a COCO root"
     absolute "$1"
 }
 
-# preprocess DATA_PATH OUTPUT_DIR MINDIR: images -> OUTPUT_DIR/preprocess_Result, for the
-# MINDIR's task, at its input size with the preprocessing recorded beside it (MINDIR.json,
-# written by export.py).
+# preprocess DATA_PATH OUTPUT_DIR MINDIR [FLAG...]: images -> OUTPUT_DIR/preprocess_Result,
+# for the MINDIR's task, at its input size with the preprocessing recorded beside it
+# (MINDIR.json, written by export.py); the FLAGs go to preprocess.py (e.g. --val_split val).
 preprocess() {
     echo "preprocess: $1 -> $2/preprocess_Result for $3 (log: $2/preprocess.log)"
     if ! (cd "$ROOT" && "$PYTHON" preprocess.py --data_path "$1" \
-            --output_path "$2/preprocess_Result" --mindir_path "$3") > "$2/preprocess.log" 2>&1; then
+            --output_path "$2/preprocess_Result" --mindir_path "$3" "${@:4}") \
+            > "$2/preprocess.log" 2>&1; then
         fail "preprocessing failed" "$2/preprocess.log"
     fi
-    without_exit_noise < "$2/preprocess.log" | grep -E '^(warning|model info)' || true
+    without_exit_noise < "$2/preprocess.log" | grep -E '^(warning|model info|data:)' || true
     tail -n 1 "$2/preprocess.log"
 }
 
@@ -50,3 +51,4 @@ postprocess() {
     fi
     without_exit_noise < "$1/acc.log" | tail -n 2
 }
+

@@ -27,10 +27,12 @@ from src.cpu_kernels import DepthwiseConv2d, forget_compiled_graphs
 __all__ = ["fuse_bn", "is_fused", "count_batchnorms"]
 
 # (conv, BN) attribute pairs that are applied one after the other in the
-# construct() of a GhostNetV2 cell: the stem (GhostNetV2), the stride-2
-# depthwise conv (GhostBottleneck) and the final 1x1 conv stage (ConvBnAct).
-# Inside SequentialCells every Conv2d directly followed by a BatchNorm2d is a pair.
-ATTRIBUTE_PAIRS = (("conv_stem", "bn1"), ("conv_dw", "bn_dw"), ("conv", "bn1"))
+# construct() of a cell: the stem (GhostNetV2), the stride-2 depthwise conv
+# (GhostBottleneck), the final 1x1 conv stage (ConvBnAct) and the YOLOv3
+# neck's and head's conv + BN + LeakyReLU (ConvBnLeaky). Inside
+# SequentialCells (the DeepLabV3 heads' conv_bn) every Conv2d directly
+# followed by a BatchNorm2d is a pair.
+ATTRIBUTE_PAIRS = (("conv_stem", "bn1"), ("conv_dw", "bn_dw"), ("conv", "bn1"), ("conv", "bn"))
 
 
 def count_batchnorms(net):
@@ -46,7 +48,8 @@ def fuse_bn(net):
     """Fold every conv -> BatchNorm pair of ``net`` in place; return ``net`` in eval mode.
 
     Works on a GhostNetV2 (any width, V1 or V2) or any cell containing one
-    (e.g. FeaturePyramid). The call signature and outputs are unchanged.
+    (e.g. FeaturePyramid, the YOLOv3 detector with its neck and head, the
+    DeepLabV3 segmentor with its heads). The call signature and outputs are unchanged.
     Calling it twice is harmless. Raises RuntimeError if some BatchNorm has
     no convolution to fold into (the network would otherwise silently change).
     """

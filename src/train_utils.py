@@ -192,6 +192,22 @@ def lr_schedule(config, steps_per_epoch):
     return [float(lr) + floor for lr in lrs]
 
 
+def describe_lr_schedule(config):
+    """The schedule lr_schedule follows, for train.py's start line."""
+    warmup = (f", {config.warmup_epochs:g} warmup epochs from {config.warmup_lr:g}"
+              if config.warmup_epochs else "")
+    if config.lr_scheduler == "polynomial_decay":
+        return f"polynomial_decay (power {config.decay_rate:g}) to {config.min_lr:g}{warmup}"
+    if config.lr_scheduler in ("step_decay", "timm_step"):
+        return (f"{config.lr_scheduler} (x{config.decay_rate:g} every "
+                f"{config.decay_epochs:g} epochs){warmup}")
+    if config.lr_scheduler == "exponential_decay":
+        return f"exponential_decay (x{config.decay_rate:g} per epoch){warmup}"
+    if config.lr_scheduler == "cosine_decay":
+        return f"cosine_decay to {config.min_lr:g}{warmup}"
+    return f"{config.lr_scheduler}{warmup}"
+
+
 def create_optimizer(net, config, lrs):
     """mindcv optimizer; weight_decay_filter 'norm_and_bias' puts BN gamma/beta and
     all biases (the 1-D parameters of GhostNetV2) in a group without weight decay."""

@@ -15,7 +15,7 @@ from src.dataset import DatasetError
 
 def write_coco(root, annotations, images=None, categories=None, split="val2017"):
     """A COCO root with 64x48 images 1-3 (image 3 has no boxes), a missing
-    file (id 4) and a corrupt one (id 5)."""
+    file (id 4) and a corrupt one (id 5). annotations None: an empty list."""
     os.makedirs(os.path.join(root, split), exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     rng = np.random.default_rng(0)
@@ -28,7 +28,8 @@ def write_coco(root, annotations, images=None, categories=None, split="val2017")
         f.write(b"not a png")
     categories = categories or [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        json.dump({"images": images, "annotations": annotations or [], "categories": categories},
+                  f)
     return split_paths(root, split)
 
 
@@ -40,8 +41,11 @@ ANNOTATIONS = [
 ]
 
 
-def test_read_coco(tmp_path):
+def test_read_coco(tmp_path, caplog):
     coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    # a box outside the image clipped, one under a pixel skipped: counted, the file named
+    assert (f"{tmp_path}/annotations/instances_val2017.json: 1 boxes reaching outside their "
+            "image clipped, 1 boxes under 1 pixel wide or high skipped") in caplog.text
     assert coco.category_ids == [3, 7] and coco.class_names == ["cat", "dog"]
     assert [im.image_id for im in coco.images] == [1, 2, 3, 4, 5]
     first, second, third = coco.images[:3]
@@ -57,6 +61,61 @@ def test_unknown_category_names_the_file(tmp_path):
     with pytest.raises(DatasetError, match=r"instances_val2017\.json: annotation 9 has "
                                            r"category_id 5"):
         load_coco(*paths)
+
+
+def test_categories_not_the_networks_name_the_file(tmp_path):
+    """Scoring a file against a checkpoint trained on other categories."""
+    paths = write_coco(str(tmp_path), ANNOTATIONS)
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: category ids \[7\] are not "
+                                           r"among the network's 2 classes; evaluate with the "
+                                           r"annotation file it was trained for"):
+        load_coco(*paths, category_ids=[3, 4])
+
+
+def recipe(root, **overrides):
+    from types import SimpleNamespace
+    keys = dict(data_path=root, train_split="val2017", train_ann_file="", train_image_dir="",
+                num_classes=2)
+    return SimpleNamespace(**dict(keys, **overrides))
+
+
+def test_class_count_contradicting_the_annotations(tmp_path):
+    from src.tasks.detection import create_train_data
+    from src.train_utils import ConfigError
+    write_coco(str(tmp_path), ANNOTATIONS)
+    with pytest.raises(ConfigError, match=r"instances_val2017\.json has 2 categories but "
+                                          r"--num_classes is 80; pass --num_classes 2"):
+        create_train_data(recipe(str(tmp_path), num_classes=80))
+
+
+@pytest.mark.parametrize("annotations", [[], None, ANNOTATIONS[2:]],
+                         ids=["empty", "missing", "only-tiny-and-crowd"])
+def test_no_boxes_is_an_error_naming_the_file(tmp_path, annotations):
+    """Nothing to train on, and pycocotools' AP would be -1 (undefined): an
+    error naming the file and the flags, for training and for scoring."""
+    from src.tasks.detection import create_train_data, load_scored_coco
+    paths = write_coco(str(tmp_path), annotations)
+    if annotations is None:  # no "annotations" key at all
+        with open(paths[0], encoding="utf-8") as f:
+            data = json.load(f)
+        del data["annotations"]
+        with open(paths[0], "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: no box .* in its 5 "
+                                           r"images.*nothing to train on; name the annotated "
+                                           r"split \(--train_split / --train_ann_file\)"):
+        create_train_data(recipe(str(tmp_path)))
+    with pytest.raises(DatasetError, match=r"instances_val2017\.json: no box .*COCO AP is "
+                                           r"undefined .*--val_split / --val_ann_file"):
+        load_scored_coco(*paths, [3, 7])
+
+
+def test_no_readable_image_is_an_error(tmp_path):
+    """Every image file missing or corrupt: no AP at all, rather than one of 0."""
+    from src.tasks.detection import score, test_settings
+    coco = load_coco(*write_coco(str(tmp_path), ANNOTATIONS))
+    with pytest.raises(DatasetError, match=f"no image of {tmp_path}/val2017 could be read"):
+        score({}, coco, test_settings({}))
 
 
 def test_missing_layout_says_what_is_expected(tmp_path):
@@ -153,3 +212,31 @@ def test_detection_digits_are_drawn_as_the_classifier_saw_them():
     ink = np.nonzero(expected[..., 0] / 255 > 0.25)
     assert box == [10.0 + ink[1].min(), 20.0 + ink[0].min(), float(np.ptp(ink[1]) + 1),
                    float(np.ptp(ink[0]) + 1)]
+
+
+def test_postprocess_checks_the_results_against_the_record(tmp_path):
+    """postprocess.py on results of another model, or for images the
+    annotation file does not have: errors naming the files."""
+    from types import SimpleNamespace
+    from src.edge import ResultsError
+    from src.tasks.detection import postprocess, test_settings
+    ann_file, _ = write_coco(str(tmp_path), ANNOTATIONS)
+    record = {"task": "detection", "image_ids": {"image_000000.bin": 1},
+              "factors": {"image_000000.bin": [1.0, 1.0]}, "annotations": ann_file,
+              "image_dir": str(tmp_path / "val2017"), "image_size": 64, "num_classes": 2,
+              "num_predictions": 10, "category_ids": [3, 7], "test_settings": test_settings({})}
+    results = tmp_path / "result_Files"
+    results.mkdir()
+    np.zeros(3, np.float32).tofile(results / "image_000000_0.bin")
+    args = SimpleNamespace(result_path=str(results), label_file="labels.json", ann_file=None,
+                           predictions_file=None)
+    with pytest.raises(ResultsError, match=r"hold 3 values per input, a detector of 2 classes "
+                                           r"at 64 gives 10 x 7 = 70: results of another model"):
+        postprocess(record, args)
+    with pytest.raises(ResultsError, match=r"instances_val2017\.json has no image ids \[99\] of "
+                                           r"labels\.json"):
+        postprocess(dict(record, image_ids={"image_000000.bin": 99}), args)
+    # the right size: scored (nothing above the thresholds here, so AP 0 on one image)
+    np.zeros(70, np.float32).tofile(results / "image_000000_0.bin")
+    metrics = postprocess(record, args)
+    assert metrics["val_images"] == 1 and metrics["skipped"] == 4 and metrics["AP"] == 0.0

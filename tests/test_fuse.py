@@ -117,3 +117,128 @@ def test_batchnorm_without_conv_is_an_error():
     block = nn.SequentialCell([nn.ReLU(), nn.BatchNorm2d(3)])
     with pytest.raises(RuntimeError, match="do not follow a convolution"):
         fuse_bn(block)
+
+
+# ------------------------------------------------------------------ detector and segmenter
+
+DENSE_SIZE = 64          # the smallest detector input (a multiple of 32)
+DENSE_TOLERANCE = 1e-6   # times the largest |output| (measured 0.8-2.1e-7: float32 rounding)
+
+
+def randomise_batchnorms(net, seed=0):
+    """Every BatchNorm gets random statistics and affine parameters: a fresh
+    network's (mean 0, variance 1, gamma 1, beta 0) fold into nothing, so a
+    wrong fold would pass unnoticed."""
+    import mindspore as ms
+    from mindspore import nn
+    rng = np.random.default_rng(seed)
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d):
+            n = cell.gamma.shape[0]
+            for param, value in ((cell.gamma, rng.uniform(0.5, 1.5, n)),
+                                 (cell.beta, rng.normal(0, 0.2, n)),
+                                 (cell.moving_mean, rng.normal(0, 0.2, n)),
+                                 (cell.moving_variance, rng.uniform(0.5, 2.0, n))):
+                param.set_data(ms.Tensor(value.astype(np.float32)))
+
+
+def dense_network(task):
+    """A small detector (3 classes, 16-channel neck) with its box decoding, or a
+    small DeepLabV3 (3 classes, 16-channel ASPP), in inference mode."""
+    import mindspore as ms
+    from src.models.detectors.yolov3 import YOLOV3Predictor, default_anchors, yolov3_ghostnetv2
+    from src.tasks.segmentation import create_segmentor
+    if task == "detection":
+        net = YOLOV3Predictor(yolov3_ghostnetv2("ghostnetv2_100", 3, (16, 16, 16)),
+                              default_anchors(DENSE_SIZE), DENSE_SIZE, DENSE_SIZE)
+        # mmdetection's init (N(0, 0.01) weights, prior biases) makes the raw
+        # outputs almost constant; unit-gain weights let the features through
+        rng = np.random.default_rng(1)
+        for conv in net.detector.bbox_head.convs_pred:
+            fan_in = conv.weight.shape[1]
+            conv.weight.set_data(ms.Tensor(rng.normal(0, fan_in ** -0.5, conv.weight.shape)
+                                           .astype(np.float32)))
+    else:
+        net = create_segmentor("ghostnetv2_100", 3, dict(
+            output_stride=16, aspp_channels=16, aspp_dilations=[1, 2], aux_channels=8,
+            head_dropout=0.1))
+    randomise_batchnorms(net)
+    net.set_train(False)
+    return net
+
+
+def matched_detections(expected, actual, tolerance):
+    """Every detection of ``expected`` has one in ``actual`` of the same class
+    with its score and box within ``tolerance`` (the order of near-equal
+    scores may differ)."""
+    assert len(expected) == len(actual)
+    unused = list(range(len(actual)))
+    for det in expected:
+        close = [i for i in unused if actual[i][5] == det[5]
+                 and np.abs(actual[i][:5] - det[:5]).max() <= tolerance]
+        assert close, f"no fused detection matches {det}"
+        unused.remove(close[0])
+
+
+def dense_outputs(net, images, task):
+    """(the outputs compared against the bound, the exported output): the
+    detector's raw head maps (its decoded boxes are ~input-size numbers that
+    would hide a wrong fold) and decoded rows; the segmenter's logits twice."""
+    import mindspore as ms
+    exported = port_logits(net, images)
+    if task == "segmentation":
+        return exported, exported
+    maps = net.detector(ms.Tensor(images))
+    return np.concatenate([m.asnumpy().reshape(len(images), -1) for m in maps], 1), exported
+
+
+def assert_same_dense_output(task, expected, actual, bound):
+    """The exported output of a dense network equals the unfused one: the
+    detector's detections (scores and boxes within bound, classes equal), the
+    segmenter's logits within bound and its masks."""
+    from src.models.heads.yolov3_head import select_detections
+    if task == "detection":
+        everything = dict(conf_thr=0.0, score_thr=0.0)  # a random head scores low
+        for before, after in zip(expected, actual):
+            matched_detections(select_detections(before, **everything),
+                               select_detections(after, **everything), bound)
+        return
+    assert np.abs(expected - actual).max() <= bound
+    # the mask: the same class wherever the top two logits are further apart
+    # than the outputs may move (all but a handful of pixels)
+    top2 = np.sort(expected, 1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 2 * bound
+    assert decided.mean() > 0.99
+    assert (expected.argmax(1) == actual.argmax(1))[decided].all()
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_fused_dense_model_gives_the_same_outputs(task, tmp_path):
+    """BatchNorm folded everywhere (backbone, neck, heads): the detector's raw
+    head outputs, decoded rows and detections, the segmenter's logits and masks
+    are the unfused ones within DENSE_TOLERANCE of the largest output; the
+    fused network exported with --cpu_kernels gives them too."""
+    import mindspore as ms
+    from export import export_network
+    from src.cpu_kernels import kernels_available
+    from src.fuse import count_batchnorms, fuse_bn
+    from src.mindir_infer import load_mindir
+    from src.tasks.segmentation import pynative
+    net = dense_network(task)
+    images = photos(2, (DENSE_SIZE, DENSE_SIZE))
+    with pynative():  # one call each: compiling two graphs would cost more than it saves
+        raw, unfused = dense_outputs(net, images, task)
+        assert count_batchnorms(net) > 0
+        fuse_bn(net)
+        assert count_batchnorms(net) == 0
+        fused_raw, fused = dense_outputs(net, images, task)
+    assert np.abs(raw - fused_raw).max() <= DENSE_TOLERANCE * np.abs(raw).max()
+    bound = DENSE_TOLERANCE * np.abs(unfused).max()
+    assert_same_dense_output(task, unfused, fused, bound)
+    if not kernels_available():
+        pytest.skip("the CPU kernel library cannot be built here")
+    path = str(tmp_path / "fused.mindir")
+    export_network(net, "MINDIR", path, len(images), DENSE_SIZE, DENSE_SIZE, cpu_kernels=True)
+    exported = load_mindir(path)(ms.Tensor(images)).asnumpy()
+    assert np.abs(fused - exported).max() <= bound
+    assert_same_dense_output(task, unfused, exported, bound)

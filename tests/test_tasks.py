@@ -71,6 +71,18 @@ def test_unknown_task_is_a_clear_error(tmp_path):
         train.parse_config(["--config_path", str(recipe)])
 
 
+def test_task_without_edge_flow_is_a_clear_error(tmp_path, capsys):
+    """preprocess.py on a segmenter's MINDIR: a message, not an AttributeError."""
+    import preprocess
+    info = model_info.new_info("segmentation", "ghostnetv2_100", 3, (64, 64), "test")
+    mindir = tmp_path / "seg.mindir"
+    mindir.write_bytes(b"")
+    model_info.write_sidecar(str(mindir), info)
+    assert preprocess.main(["--data_path", str(tmp_path), "--mindir_path", str(mindir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{mindir}.json: the segmentation task has no edge flow" in err and "eval.py" in err
+
+
 def test_recipe_keys_are_the_common_and_the_task_keys(tmp_path):
     classification = get_task("classification")
     assert set(train.TRAIN_DEFAULTS) == set(train.COMMON_DEFAULTS) | set(classification.DEFAULTS)

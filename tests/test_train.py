@@ -93,7 +93,9 @@ def test_train_interrupt_resume_finish(tiny, capsys):
     watcher = send_sigterm_after_first_epoch(run_dir)
     assert train.main(argv(tiny)) == 128 + signal.SIGTERM
     watcher.join(1)
-    assert "stopped by SIGTERM" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM" in out
+    assert "schedule: cosine_decay to 0.001, 1 warmup epochs from 0.01," in out
     latest = ckpt.latest_checkpoint(run_dir)
     epoch, global_step = ckpt.checkpoint_position(latest)
     saved = ckpt.read_checkpoint(latest)

@@ -22,7 +22,9 @@ bool ReadFile(const std::string &file, std::vector<char> *data);
 bool MakeDirs(const std::string &dir);
 
 // Writes output i of one input file "<dir>/<name>.bin" as
-// "<result_dir>/<name>_<i>.bin" (raw data, e.g. float32 logits). Returns false on failure.
+// "<result_dir>/<name>_<i>.bin", raw float32 (a float16 output converted), e.g. a
+// classifier's logits, a detector's decoded rows, a segmenter's logits. Returns false on
+// failure.
 bool WriteResult(const std::string &input_file, const std::vector<mindspore::MSTensor> &outputs,
                  const std::string &result_dir);
 

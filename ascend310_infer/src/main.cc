@@ -3,10 +3,12 @@
  *
  * Reads preprocess.py's inputs (one raw float32 1x3xHxW file per image) from
  * --dataset_path, runs the batch-1 MINDIR exported by export.py, and writes
- * output i of each input "<name>.bin" to "<result_path>/<name>_<i>.bin" (a
- * classifier has one output, its logits; a detector or segmenter several),
- * which postprocess.py scores with the task named in preprocess.py's
- * labels.json. The mean time per inference goes to stdout and to
+ * output i of each input "<name>.bin" to "<result_path>/<name>_<i>.bin", as
+ * float32 (a classifier: its logits; a detector: N x anchors x (x1, y1, x2,
+ * y2, objectness, class scores), decoded in the graph; a network with several
+ * outputs: one file each), which postprocess.py scores with the task named in
+ * preprocess.py's labels.json (a detector: NMS, boxes mapped back with the
+ * resize factors recorded per input, COCO AP). The mean time per inference goes to stdout and to
  * ./time_Result/test_perform_static.txt.
  *
  *   ./out/main --mindir_path=ghostnetv2_100.mindir --dataset_path=preprocess_Result/images --device_id=0

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -74,16 +76,57 @@ bool MakeDirs(const std::string &dir) {
   }
 }
 
+// IEEE half -> float (normals, subnormals, infinities, NaN).
+static float HalfToFloat(uint16_t half) {
+  int sign = (half >> 15) ? -1 : 1;
+  int exponent = (half >> 10) & 0x1f;
+  int mantissa = half & 0x3ff;
+  if (exponent == 0) {
+    return sign * std::ldexp(static_cast<float>(mantissa), -24);
+  }
+  if (exponent == 31) {
+    return mantissa ? NAN : sign * INFINITY;
+  }
+  return sign * std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+}
+
+// The output as float32 bytes: postprocess.py reads every result as float32,
+// while an output may come back in float16 (e.g. with --precision_mode
+// force_fp16). Empty (with a message) for other types.
+static std::vector<char> Float32Bytes(const mindspore::MSTensor &output, const std::string &path) {
+  std::shared_ptr<const void> data = output.Data();
+  std::vector<char> bytes;
+  if (data == nullptr) {
+    std::cerr << "ERROR: output for " << path << " holds no data" << std::endl;
+  } else if (output.DataType() == mindspore::DataType::kNumberTypeFloat32) {
+    const char *begin = reinterpret_cast<const char *>(data.get());
+    bytes.assign(begin, begin + output.DataSize());
+  } else if (output.DataType() == mindspore::DataType::kNumberTypeFloat16) {
+    const uint16_t *half = reinterpret_cast<const uint16_t *>(data.get());
+    bytes.resize(output.ElementNum() * sizeof(float));
+    float *out = reinterpret_cast<float *>(bytes.data());
+    for (int64_t i = 0; i < output.ElementNum(); ++i) {
+      out[i] = HalfToFloat(half[i]);
+    }
+  } else {
+    std::cerr << "ERROR: output for " << path << " has data type " << static_cast<int>(output.DataType())
+              << ", neither float32 nor float16: export the model with export.py" << std::endl;
+  }
+  return bytes;
+}
+
 bool WriteResult(const std::string &input_file, const std::vector<mindspore::MSTensor> &outputs,
                  const std::string &result_dir) {
   std::string name = input_file.substr(input_file.find_last_of('/') + 1);
   name = name.substr(0, name.rfind('.'));
   for (size_t i = 0; i < outputs.size(); ++i) {
     std::string path = result_dir + "/" + name + "_" + std::to_string(i) + ".bin";
-    std::shared_ptr<const void> data = outputs[i].Data();
+    std::vector<char> bytes = Float32Bytes(outputs[i], path);
+    if (bytes.empty()) {
+      return false;
+    }
     std::ofstream stream(path, std::ios::binary | std::ios::trunc);
-    if (!stream.is_open() || data == nullptr ||
-        !stream.write(reinterpret_cast<const char *>(data.get()), outputs[i].DataSize())) {
+    if (!stream.is_open() || !stream.write(bytes.data(), bytes.size())) {
       std::cerr << "ERROR: cannot write " << path << std::endl;
       return false;
     }

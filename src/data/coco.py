@@ -10,7 +10,9 @@ CocoDataset rules where it has one):
 - a box less than 1 pixel wide or high (after clipping): skipped (counted);
 - ``iscrowd: 1``: kept, flagged crowd (never a positive, not counted by AP);
 - an image without annotations: kept (evaluation; training keeps it unless
-  ``filter_empty_gt``);
+  ``filter_empty_gt``); a file with no box at all (an empty or missing
+  annotation list): an error naming the file (``require_boxes``: nothing to
+  train on, and COCO AP is undefined without ground truth);
 - an annotation whose category id is not in ``categories``, or whose image
   id is not in ``images``: an error naming the file and the id;
 - an image file missing or undecodable: skipped when read (counted, named
@@ -150,6 +152,16 @@ def load_coco(ann_file, image_dir, category_ids=None):
                         "pixel wide or high skipped", ann_file, coco.clipped_boxes,
                         coco.skipped_boxes)
     return coco
+
+
+def require_boxes(coco, fix):
+    """A DatasetError naming the file unless some image has a box that is not
+    a crowd box (training needs one; pycocotools' AP is -1, undefined, without)."""
+    if any(len(im.boxes) and not im.crowd.all() for im in coco.images):
+        return coco
+    skipped = f", {coco.skipped_boxes} skipped as under 1 pixel" if coco.skipped_boxes else ""
+    raise DatasetError(f"{coco.ann_file}: no box (other than crowd boxes) in its "
+                       f"{len(coco.images)} images{skipped}: {fix}")
 
 
 def _clipped_box(bbox, image, coco):

@@ -46,7 +46,10 @@ Training (train.py's Trainer; ``config`` is the merged recipe)
   are what checkpoints hold and resume restores.
 - ``lr_schedule(config, steps_per_epoch) -> [lr per step]`` (optional):
   the task's own schedule instead of src.train_utils.lr_schedule (detection:
-  mmdetection's linear warmup over iterations, then steps at epochs).
+  mmdetection's linear warmup over iterations, then steps at epochs), with
+  ``describe_lr_schedule(config) -> str``, the schedule named in train.py's
+  start line (default: src.train_utils.describe_lr_schedule, the recipe's
+  lr_scheduler and warmup).
 - ``create_eval_network(config)``: a network with the training network's
   parameter names, into which the Trainer copies the (EMA) weights to
   validate.
@@ -90,13 +93,15 @@ Export (export.py) and inference (infer.py)
   JSON-able predictions (infer.py writes them with ``--output_json``).
 
 Edge flow (preprocess.py -> ascend310_infer/ or src/mindir_infer.py ->
-postprocess.py; the files are src/edge.py's)
+postprocess.py; the files are src/edge.py's; optional: preprocess.py refuses
+a task without ``preprocess``, as segmentation is today)
 - ``add_preprocess_arguments(parser)``: preprocess.py flags of the task.
 - ``preprocess(args, info, where) -> str``: write one raw float32
   1 x 3 x H x W file per image (``edge.clear_images_dir``,
   ``edge.image_file_name``) and the record ``edge.write_record(args.output_path,
   record)``: a dict with ``task`` (NAME), ``sources`` and ``original_sizes``
-  ({input name: [height, width]}) and whatever ``postprocess`` needs.
+  ({input name: [height, width]}) and whatever ``postprocess`` needs
+  (detection: each input's image id and resize factors).
   ``info``: the model info beside ``args.mindir_path`` (None without it).
   Returns the summary line preprocess.py prints.
 - ``add_postprocess_arguments(parser)``: postprocess.py flags of the task;

@@ -18,6 +18,7 @@ What the commands do for a detector:
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -123,9 +124,11 @@ def _coco_paths(root, config, which):
 
 def create_train_data(config, rank_id=0, rank_size=1):
     """(batches of image, box_targets, labels; data_info)."""
-    from src.data.coco import load_coco
+    from src.data.coco import load_coco, require_boxes
     from src.data.detection import create_train_dataset
-    coco = load_coco(*_coco_paths(config.data_path, config, "train"))
+    coco = require_boxes(load_coco(*_coco_paths(config.data_path, config, "train")),
+                         "nothing to train on; name the annotated split (--train_split / "
+                         "--train_ann_file)")
     if len(coco.category_ids) != config.num_classes:
         raise ConfigError(f"{coco.ann_file} has {len(coco.category_ids)} categories but "
                           f"--num_classes is {config.num_classes}; pass --num_classes "
@@ -145,11 +148,19 @@ def create_train_data(config, rank_id=0, rank_size=1):
     return dataset, data_info
 
 
+def load_scored_coco(ann_file, image_dir, category_ids):
+    """The annotations AP is computed against: the network's category ids, and
+    boxes (an empty annotation list would give pycocotools' undefined AP, -1)."""
+    from src.data.coco import load_coco, require_boxes
+    return require_boxes(load_coco(ann_file, image_dir, category_ids=category_ids),
+                         "COCO AP is undefined without ground truth; evaluate on an annotated "
+                         "split (--val_split / --val_ann_file)")
+
+
 def create_val_data(config, rank_id, rank_size, data_info):
     """Evaluation batches of (image, image_id, factors) of the val split of
     --val_data_path (default: --data_path); None when the root has no
     annotation file for it and none is named."""
-    from src.data.coco import load_coco
     root = config.val_data_path or config.data_path
     try:
         paths = _coco_paths(root, config, "val")
@@ -159,7 +170,7 @@ def create_val_data(config, rank_id, rank_size, data_info):
         _train_log.info("no validation: %s has no annotations/instances_%s.json", root,
                         config.val_split)
         return None
-    coco = load_coco(*paths, category_ids=data_info["category_ids"])
+    coco = load_scored_coco(*paths, data_info["category_ids"])
     dataset = _eval_dataset(coco, config.batch_size, config.image_size, config.num_workers,
                             rank_id, rank_size)
     _train_log.info("val data: %s (%d images, %d on this rank)", coco.ann_file,
@@ -251,6 +262,14 @@ def lr_schedule(config, steps_per_epoch):
             lr *= 1 - (1 - step / config.warmup_iters) * (1 - config.warmup_ratio)
         lrs.append(float(lr))
     return lrs
+
+
+def describe_lr_schedule(config):
+    """lr_schedule's, for train.py's start line (the recipe's lr_scheduler and
+    warmup_epochs keys are not used by a detector)."""
+    steps = ", ".join(str(e) for e in config.lr_steps) or "none"
+    return (f"linear warmup over {config.warmup_iters} iterations from "
+            f"{config.warmup_ratio:g} x lr, then x{config.lr_gamma:g} after epochs {steps}")
 
 
 def create_eval_network(config_or_info):
@@ -359,7 +378,6 @@ def evaluate(config, info, where):
     """COCO box AP of config.checkpoint_path on the val split of the COCO root
     config.data_path: pycocotools' table on stdout, the metrics returned,
     --predictions_file written in COCO results format."""
-    from src.data.coco import load_coco
     from src.evaluation.coco import write_results
     from src.tasks.classification import progress_logger
     _require_detector_info(info, where, config.checkpoint_path)
@@ -374,8 +392,7 @@ def evaluate(config, info, where):
         _eval_log.warning("--image_size %d ignored: the detector runs at its training input "
                           "size %d (its anchors and decoding are built for it)",
                           config.image_size, input_size(info))
-    coco = load_coco(*_coco_paths(config.data_path, config, "val"),
-                     category_ids=info["category_ids"])
+    coco = load_scored_coco(*_coco_paths(config.data_path, config, "val"), info["category_ids"])
     dataset = _eval_dataset(coco, config.batch_size, input_size(info), config.num_workers)
     _eval_log.info("data: %s (%d images, %d categories), batch %d", coco.ann_file,
                    len(coco.images), len(coco.category_ids), config.batch_size)
@@ -419,7 +436,7 @@ def load_network(path, info=None, model=None, num_classes=None, fuse=False):
     summary = f"loaded {len(params)} tensors from {path} ({fmt})"
     if fuse:
         net = fuse_bn(net)
-        summary += "; BatchNorm folded into the backbone's convolutions"
+        summary += "; BatchNorm folded into the convolutions (backbone, neck, head)"
     return net, info["architecture"], summary
 
 
@@ -542,3 +559,147 @@ def predict(runner, paths, args):
                   f"[{', '.join(f'{v:.1f}' for v in det['bbox'])}]")
     print(f"detected in {len(predictions)} of {len(paths)} images; pictures in {args.output_dir}")
     return predictions
+
+
+# ------------------------------------------------------------------ preprocess.py / postprocess.py
+#
+# ModelZoo's detectors (yolov3_darknet53, yolov5) carry each image's id and
+# resize factors from preprocess.py to postprocess.py beside the inputs; here
+# they are entries of preprocess.py's record (labels.json), per input:
+# "image_ids" {input: COCO image id} and "factors" {input: [w_scale, h_scale]}
+# (eval.py's letterbox: resize keeping the ratio, pad bottom/right). The
+# result files hold the exported graph's decoded rows; postprocess.py runs
+# eval.py's NMS and scoring on them (detections_of, score), so the AP is
+# eval.py's.
+
+PREPROCESS_PROGRESS_EVERY = 500
+
+
+def add_preprocess_arguments(parser):
+    parser.add_argument("--val_split", default=EVAL_DEFAULTS["val_split"],
+                        help="the split of the COCO root --data_path: "
+                             "annotations/instances_<split>.json and <split>/")
+    parser.add_argument("--val_ann_file", default="",
+                        help="another annotation file (relative: under --data_path)")
+    parser.add_argument("--val_image_dir", default="",
+                        help="another image folder (relative: under --data_path)")
+
+
+def num_predictions(info):
+    """Rows of the decoded output per image: anchors per cell x cells, all levels."""
+    size, per_cell = input_size(info), len(anchors_of(info)[0])
+    return sum(per_cell * (size // stride) ** 2 for stride in info.get("strides", STRIDES))
+
+
+def preprocess(args, info, where):
+    """eval.py's inputs of the val split of the COCO root args.data_path, at the
+    MINDIR's input size; the record names each input's image id and factors."""
+    from src import edge
+    from src.mindir_infer import MindirError, square_image_size
+    _require_detector_info(info, where, args.mindir_path)
+    size = input_size(info)
+    if square_image_size(args.mindir_path) != size:
+        raise MindirError(f"{args.mindir_path} takes {square_image_size(args.mindir_path)}-pixel "
+                          f"inputs but its model info ({where}) says {size}: export it again")
+    if args.image_size not in (None, size):
+        raise ConfigError(f"--image_size {args.image_size}: a detector's inputs are its input "
+                          f"size {size} (its anchors and decoding are built for it); drop the flag")
+    coco = load_scored_coco(*_coco_paths(args.data_path, args, "val"), info["category_ids"])
+    dataset = _eval_dataset(coco, 1, size, args.num_workers)
+    print(f"data: {coco.ann_file} ({len(coco.images)} images, {len(coco.category_ids)} "
+          f"categories), input {size}x{size}", flush=True)
+    images_dir = edge.clear_images_dir(args.output_path)
+    paths = {im.image_id: im.path for im in coco.images}
+    image_ids, factors, start = {}, {}, time.time()
+    for image, image_id, factor in dataset.create_tuple_iterator(output_numpy=True,
+                                                                 num_epochs=1):
+        name = edge.image_file_name(len(image_ids))
+        image.tofile(os.path.join(images_dir, name))
+        image_ids[name], factors[name] = int(image_id[0]), [float(v) for v in factor[0]]
+        if len(image_ids) % PREPROCESS_PROGRESS_EVERY == 0:
+            print(f"  {len(image_ids)}/{dataset.num_files} images "
+                  f"({len(image_ids) / (time.time() - start):.0f}/s)", flush=True)
+    if not image_ids:
+        raise DatasetError(f"no image of {coco.image_dir} could be read (see the warnings above)")
+    root = os.path.abspath(args.data_path)
+    sources = {name: paths[image_id] for name, image_id in image_ids.items()}
+    record = {
+        "task": NAME,
+        "sources": {name: os.path.relpath(path, root) for name, path in sources.items()},
+        "original_sizes": {name: edge.original_size(path) for name, path in sources.items()},
+        "image_ids": image_ids,
+        "factors": factors,
+        "annotations": os.path.abspath(coco.ann_file),
+        "image_dir": os.path.abspath(coco.image_dir),
+        "image_size": size,
+        "num_classes": int(info["num_classes"]),
+        "num_predictions": num_predictions(info),
+        "category_ids": list(info["category_ids"]),
+        "class_names": list(info["class_names"]),
+        "test_settings": test_settings(info),
+        "skipped": [os.path.relpath(p, root) for p in dataset.bad_images.paths],
+    }
+    edge.write_record(args.output_path, record)
+    skipped = f", {len(record['skipped'])} unreadable skipped" if record["skipped"] else ""
+    return (f"wrote {len(image_ids)} inputs (1x3x{size}x{size} float32, resized keeping the "
+            f"ratio and padded{skipped}) to {images_dir} and {edge.RECORD_FILE}")
+
+
+def add_postprocess_arguments(parser):
+    parser.add_argument("--predictions_file", default=None,
+                        help="also write the detections in COCO results format (original "
+                             "pixels, the annotation file's category ids)")
+    parser.add_argument("--ann_file", default=None,
+                        help="the annotation file to score against (default: the one "
+                             "preprocess.py read, recorded in the label file)")
+
+
+_RECORD_KEYS = ("image_ids", "factors", "annotations", "num_classes", "num_predictions",
+                "category_ids", "test_settings")
+
+
+def decoded_results(record, args, inputs):
+    """(N, num_predictions, 5 + classes) decoded rows of the result files."""
+    from src import edge
+    rows = edge.read_results(args.result_path, inputs)
+    width = 5 + int(record["num_classes"])
+    expected = int(record["num_predictions"]) * width
+    if rows.shape[1] != expected:
+        raise edge.ResultsError(
+            f"results in {args.result_path} hold {rows.shape[1]} values per input, a "
+            f"detector of {record['num_classes']} classes at {record['image_size']} gives "
+            f"{record['num_predictions']} x {width} = {expected}: results of another model?")
+    return rows.reshape(len(inputs), -1, width)
+
+
+def postprocess(record, args):
+    """COCO box AP of the result files, as eval.py computes it (same NMS, same
+    mapping to original pixels, pycocotools on the annotation file)."""
+    from src import edge
+    from src.evaluation.coco import write_results
+    missing = [key for key in _RECORD_KEYS if key not in record]
+    if missing or not record["image_ids"]:
+        raise edge.ResultsError(f"{args.label_file} lacks {', '.join(missing) or 'inputs'}: "
+                                "not written by preprocess.py for a detector?")
+    ann_file = args.ann_file or record["annotations"]
+    coco = load_scored_coco(ann_file, record.get("image_dir", ""), record["category_ids"])
+    images_by_id = {im.image_id: im for im in coco.images}
+    inputs = sorted(record["image_ids"])
+    unknown = [record["image_ids"][n] for n in inputs if record["image_ids"][n] not in images_by_id]
+    if unknown:
+        raise edge.ResultsError(f"{ann_file} has no image ids {unknown[:5]} of {args.label_file}: "
+                                "score against the annotation file preprocess.py read")
+    decoded = decoded_results(record, args, inputs)
+    settings = record["test_settings"]
+    detections = {}
+    for name, rows in zip(inputs, decoded):
+        image_id = record["image_ids"][name]
+        factors = np.asarray(record["factors"][name], np.float32)  # eval.py's dtype
+        detections[image_id] = detections_of(rows, factors, images_by_id[image_id], settings)
+    metrics, results = score(detections, coco, settings, print_table=True)
+    if args.predictions_file:
+        write_results(args.predictions_file, results)
+    print(f"{metrics['val_images']} images: AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}, "
+          f"AP75 {metrics['AP75']:.4f}, {len(results)} detections")
+    metrics.update(detections=len(results), annotations=os.path.abspath(ann_file))
+    return metrics

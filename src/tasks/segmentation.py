@@ -298,7 +298,7 @@ def load_network(path, info=None, model=None, num_classes=None, fuse=False):
     if not fuse:
         return net, model, summary
     from ..fuse import fuse_bn
-    summary += "; BatchNorm folded into the convolutions (not tested for segmenters)"
+    summary += "; BatchNorm folded into the convolutions (backbone, heads)"
     return fuse_bn(net), model, summary
 
 
