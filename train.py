@@ -12,7 +12,7 @@ checkpoints, metrics and plot.
 
 Resuming: ``--resume FILE`` or ``--resume auto`` (the newest checkpoint in
 output_dir) restores weights, optimizer state, EMA, the epoch and the position
-in the learning-rate schedule. Fine-tuning: ``--pretrained FILE`` (.ckpt,
+in the learning-rate schedule and in the data. Fine-tuning: ``--pretrained FILE`` (.ckpt,
 .pth, .safetensors); another num_classes drops the classifier. best.ckpt
 keeps the epoch with the best value of the task's PRIMARY_METRIC.
 """
