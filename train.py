@@ -12,7 +12,7 @@ checkpoints, metrics and plot.
 
 Resuming: ``--resume FILE`` or ``--resume auto`` (the newest checkpoint in
 output_dir) restores weights, optimizer state, EMA, the epoch and the position
-in the learning-rate schedule. Fine-tuning: ``--pretrained FILE`` (.ckpt,
+in the learning-rate schedule and in the data. Fine-tuning: ``--pretrained FILE`` (.ckpt,
 .pth, .safetensors); another num_classes drops the classifier. best.ckpt
 keeps the epoch with the best value of the task's PRIMARY_METRIC.
 """
@@ -61,11 +61,23 @@ COMMON_DEFAULTS = dict(
 # With dynamic loss scaling an overflowing step is skipped (weights unchanged);
 # this many non-finite losses in a row still stop the run.
 MAX_NONFINITE_WITH_LOSS_SCALE = 20
+# Data epochs a resumed run's pipeline may run (MindSpore's reset needs a
+# finite number; the loop counts its own epochs and stops first).
+RESUMED_DATA_EPOCHS = 2 ** 31 - 1
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM: the run stops where it is, without saving."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class StopRequest:
-    """SIGINT / SIGTERM ask the loop to save and stop after the current step;
-    a second signal stops at once."""
+    """SIGINT / SIGTERM ask the loop to save and stop after the current step
+    (at an epoch's last step: once the epoch has ended and been saved);
+    a second signal stops at once (StopNow)."""
 
     def __init__(self):
         self.signum = None
@@ -83,7 +95,7 @@ class StopRequest:
     def _handle(self, signum, _frame):
         # Once a graph has run, MindSpore delivers Ctrl+C (SIGINT) as SIGTERM.
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.signum = signum
         _logger.warning("%s received: saving a checkpoint after the current step, then "
                         "stopping (send it again to stop at once)", signal.Signals(signum).name)
@@ -223,6 +235,14 @@ class Trainer:
         if epoch >= self.config.epoch_size:
             raise ConfigError(f"{path} has already trained {epoch} epochs (--epoch_size "
                               f"{self.config.epoch_size}); raise --epoch_size to train on")
+        saved_steps = (global_step - step_in_epoch) // epoch if epoch else self.steps_per_epoch
+        if step_in_epoch and saved_steps != self.steps_per_epoch:
+            # another batch size or device count: the same share of the epoch in this run's steps
+            converted = step_in_epoch * self.steps_per_epoch // saved_steps
+            _logger.warning("%s stopped at step %d of %d of epoch %d; with %d steps per epoch now, "
+                            "epoch %d continues at step %d", path, step_in_epoch, saved_steps,
+                            epoch + 1, self.steps_per_epoch, epoch + 1, converted)
+            step_in_epoch = converted
         if not 0 <= step_in_epoch < self.steps_per_epoch:
             _logger.warning("%s stopped at step %d of an epoch, but an epoch now has %d steps: "
                             "restarting epoch %d", path, step_in_epoch, self.steps_per_epoch,
@@ -249,12 +269,27 @@ class Trainer:
                      config.lr, global_batch, config.optimizer, self.lr_description,
                      config.ema_decay if config.ema else "off", effective_amp_level(config))
         # The pipeline starts (and MindSpore sets its signal handlers) before ours.
-        batches = endless_batches(self.train_data.create_tuple_iterator(num_epochs=-1))
+        batches = endless_batches(self.train_iterator())
         self.stop.install()
         try:
             return self.loop(batches)
         finally:
             self.stop.uninstall()
+
+    def train_iterator(self):
+        """The training batches from this run's position on. A resumed run
+        moves the sampler there with MindSpore's pipeline reset (fast recovery:
+        no image of the skipped steps is read), so it gets the batches an
+        uninterrupted run would, in the same order; only random augmentations
+        draw anew (and with another batch size or device count the shards and
+        batches differ anyway)."""
+        done = self.start_epoch * self.steps_per_epoch + self.start_step
+        if done == 0:
+            return self.train_data.create_tuple_iterator(num_epochs=-1)
+        self.train_data.dataset_size = self.steps_per_epoch  # known: spares a counting pass
+        self.train_data.set_init_step(done)
+        # a reset needs a finite epoch count; unreadable images may shorten data epochs
+        return self.train_data.create_tuple_iterator(num_epochs=RESUMED_DATA_EPOCHS)
 
     def loop(self, batches):
         config = self.config
@@ -306,7 +341,7 @@ class Trainer:
                                   or step + 1 == self.steps_per_epoch):
                 self.log_progress(epoch, step, loss, window_images / (time.time() - window_start))
                 window_start, window_images = time.time(), 0
-            if self.stop.signum is not None:
+            if self.stop.signum is not None and step + 1 < self.steps_per_epoch:
                 return losses, self.stop_signal(epoch, step + 1)
         return losses, None
 
@@ -437,6 +472,11 @@ def main(argv=None):
     except (ConfigError, DatasetError, WeightsError, ckpt.CheckpointError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
+    except StopNow as stop:
+        saved = ckpt.latest_checkpoint(config.output_dir) if rank_id == 0 else None
+        _logger.warning("stopped at once by a second %s: nothing saved since %s", stop,
+                        saved or "the start (no checkpoint yet)")
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":

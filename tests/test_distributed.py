@@ -3,7 +3,10 @@
 - Two msrun workers on loopback train GhostNetV2 data-parallel (MindSpore's
   collective library) on a tiny generated image folder: exit 0, rank 0 alone
   writes the checkpoints and metrics, both ranks end with the same weights
-  (and the checkpoint holds them), the loss goes down.
+  (and the checkpoint holds them), the loss goes down; the last epoch is
+  validated across the ranks (each its half, the sums all-reduced).
+- Each rank's share of the data, built as train.py builds it for that rank:
+  the same number of images, disjoint, together every image once per epoch.
 - Every rank fails (a data folder without class folders): the script exits
   non-zero within a bounded time and names the log to read.
 - The rank-table launch (Ascend) on this CPU-only machine: one process per
@@ -17,6 +20,7 @@ import re
 import socket
 import subprocess
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -52,6 +56,7 @@ log_interval: 1
 val_data_path: ""
 """
 EPOCHS = 3
+VAL_PER_CLASS = 3  # 9 validation images: 5 for rank 0, 4 for rank 1
 COLORS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40)}
 
 
@@ -90,9 +95,13 @@ def two_worker_run(tmp_path_factory):
     """One 2-worker CPU job; relative paths, resolved by the script, from its folder."""
     work = tmp_path_factory.mktemp("distributed")
     write_color_folder(str(work / "data" / "train"))
+    write_color_folder(str(work / "data" / "val"), per_class=VAL_PER_CLASS, seed=1)
     (work / "tiny.yaml").write_text(TINY_RECIPE)
     run_dir = work / "logs"
-    result, seconds = run_script(["data/train", "tiny.yaml", "2", "CPU", "--output_dir", "out"],
+    # validation once, at the end (val_interval 0): the all-reduced path, one compile
+    result, seconds = run_script(["data/train", "tiny.yaml", "2", "CPU", "--output_dir", "out",
+                                  "--val_data_path", str(work / "data" / "val"),
+                                  "--val_interval", "0"],
                                  cwd=work, timeout=600, RUN_DIR=str(run_dir))
     print(f"2-worker job: {seconds:.1f} s")
     return dict(result=result, work=work, run_dir=run_dir, out=work / "out")
@@ -126,7 +135,8 @@ def test_rank0_alone_writes_one_checkpoint_set_holding_those_weights(two_worker_
     assert two_worker_run["result"].returncode == 0, describe(two_worker_run["result"])
     out = two_worker_run["out"]
     everywhere = sorted(glob.glob(str(two_worker_run["work"] / "**" / "*.ckpt"), recursive=True))
-    assert everywhere == [str(out / f"ghostnetv2_100-epoch{EPOCHS:04d}.ckpt"), str(out / "last.ckpt")]
+    assert everywhere == [str(out / "best.ckpt"), str(out / f"ghostnetv2_100-epoch{EPOCHS:04d}.ckpt"),
+                          str(out / "last.ckpt")]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))  # one writer, no duplicates
 
@@ -143,6 +153,72 @@ def test_loss_goes_down(two_worker_run):
     records = [json.loads(line) for line in (two_worker_run["out"] / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_loss"] for r in records]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_validation_runs_across_the_ranks(two_worker_run):
+    """Each rank scores its own part of the validation folder (images r, r + 2,
+    ...) and the sums are all-reduced: the record counts every image once."""
+    assert two_worker_run["result"].returncode == 0, describe(two_worker_run["result"])
+    total = VAL_PER_CLASS * len(COLORS)
+    for rank, share in ((0, (total + 1) // 2), (1, total // 2)):
+        text = (two_worker_run["run_dir"] / f"worker_{rank}.log").read_text()
+        assert f"({share} images on this rank)" in text, f"worker_{rank}.log"
+        assert "top-1" in text and f"({total} images)" in text, f"worker_{rank}.log"
+    records = [json.loads(line) for line in (two_worker_run["out"] / "metrics.jsonl").read_text().splitlines()]
+    validated = [r for r in records if "top1" in r]
+    assert [r["epoch"] for r in validated] == [EPOCHS]  # once, at the end
+    assert validated[0]["val_images"] == total
+    correct = validated[0]["top1"] * total
+    assert abs(correct - round(correct)) < 1e-6 and 0 < validated[0]["val_loss"] < 10
+
+
+def pixels_key(image):
+    """A batch image (normalised CHW float32) as the uint8 HWC pixels it came from."""
+    from src.dataset import IMAGENET_MEAN, IMAGENET_STD
+    hwc = image.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    return np.clip(np.rint(hwc), 0, 255).astype(np.uint8).tobytes()
+
+
+def test_each_rank_reads_its_own_share(tmp_path):
+    """The training and validation data of rank 0 and rank 1 of 2, made as
+    train.py makes them (its recipe, seed and task), read one epoch at a
+    time: each file identified by its pixels."""
+    import train
+    from src.tasks import get_task
+    from src.train_utils import set_seed
+    files = sorted(glob.glob(str(write_color_folder(str(tmp_path / "train"))) + "/*/*.png"))
+    val_files = sorted(glob.glob(str(write_color_folder(str(tmp_path / "val"), per_class=VAL_PER_CLASS,
+                                                        seed=1)) + "/*/*.png"))
+    by_pixels = {np.asarray(Image.open(f).convert("RGB")).tobytes(): f for f in files + val_files}
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    config = train.parse_config(["--config_path", str(tmp_path / "tiny.yaml"), "--data_path",
+                                 str(tmp_path / "train"), "--val_data_path", str(tmp_path / "val"),
+                                 "--output_dir", str(tmp_path / "out")])
+    task = get_task(config.task)
+    epochs = 2
+    read = {}  # rank -> [files of epoch 1, files of epoch 2], val files
+    for rank in (0, 1):
+        set_seed(config.seed)
+        data, class_names = task.create_train_data(config, rank, 2)
+        steps = data.num_files // config.batch_size
+        iterator = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs)
+        per_epoch = []
+        for _ in range(epochs):
+            batches = list(iterator)
+            assert len(batches) == steps
+            per_epoch.append([by_pixels[pixels_key(image)] for images, _ in batches
+                              for image in images])
+        val = task.create_val_data(config, rank, 2, class_names)
+        val_read = [by_pixels[pixels_key(image)] for images, _ in
+                    val.create_tuple_iterator(output_numpy=True, num_epochs=1) for image in images]
+        read[rank] = per_epoch, val_read
+    for epoch in range(epochs):
+        shares = [read[rank][0][epoch] for rank in (0, 1)]
+        assert [len(s) for s in shares] == [len(files) // 2] * 2
+        assert not set(shares[0]) & set(shares[1]), f"epoch {epoch + 1}: ranks share files"
+        assert Counter(shares[0] + shares[1]) == Counter(files)  # every file once
+    assert read[0][0][0] != read[0][0][1]  # reshuffled every epoch
+    assert read[0][1] == val_files[0::2] and read[1][1] == val_files[1::2]
 
 
 def test_failing_ranks_end_the_job_and_name_the_log(tmp_path):
