@@ -225,6 +225,32 @@ def test_whole_schedule_equals_timms():
     assert lr_schedule(config, steps_per_epoch=3) == expected
 
 
+# The official command (GhostNetV2 PyTorch release README: timm's train.py on
+# 8 GPUs x 128 images), written out here rather than read from the recipes,
+# so that a recipe drifting from it fails. (The parity runs below take their
+# values from the recipe under test, so they could not notice.)
+OFFICIAL_COMMAND = dict(
+    epoch_size=450, batch_size=128, optimizer="rmsprop", eps=1e-3, momentum=0.9,
+    rmsprop_decay=0.9, weight_decay=1e-5, lr_scheduler="timm_step", decay_epochs=2.4,
+    decay_rate=0.973, warmup_epochs=3, warmup_lr=1e-6, lr_noise=[0.42, 0.9], lr_noise_pct=0.67,
+    lr_noise_std=1.0, lr_noise_seed=42, ema=True, ema_decay=0.9999, ema_warmup=False,
+    dropout=0.2, label_smoothing=0.1, auto_augment="randaug-m9-mstd0.5", re_prob=0.2,
+    re_value="random", color_jitter=0.4, hflip=0.5, vflip=0.0, scale=[0.08, 1.0],
+    ratio=[0.75, 1.333], interpolation="bicubic", image_size=224, num_classes=1000)
+OFFICIAL_LR, OFFICIAL_GLOBAL_BATCH, OFFICIAL_DEVICES = 0.064, 1024, 8
+
+
+@pytest.mark.parametrize("name", ["ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160"])
+def test_imagenet_recipes_are_the_official_command(name):
+    config = recipe(name, overrides=())
+    assert config.model == name
+    assert {key: getattr(config, key) for key in OFFICIAL_COMMAND} == OFFICIAL_COMMAND
+    # lr per global batch: the recipe's batch on the 8 devices its header names
+    assert config.batch_size * OFFICIAL_DEVICES == OFFICIAL_GLOBAL_BATCH
+    assert config.lr == pytest.approx(OFFICIAL_LR * config.batch_size * OFFICIAL_DEVICES
+                                      / OFFICIAL_GLOBAL_BATCH, rel=1e-12)
+
+
 @pytest.fixture(scope="module", params=WIDTHS)
 def runs(request, tmp_path_factory, graph_mode):
     name = request.param
