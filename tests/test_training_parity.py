@@ -33,6 +33,13 @@ OVERRIDES = (
     "--epoch_size", str(EPOCHS),
     "--ema_decay", "0.9",      # at 0.9999 four steps move the EMA below float32 resolution
     "--dropout", "0.0",
+    # The recipe's 1e-5 (pinned by test_imagenet_recipes_are_the_official_command)
+    # adds 1e-5 x weight to gradients ~1000x larger: timm with decay off differs
+    # from timm with 1e-5 by 0.025% of the update at 1.0x, under the float32
+    # noise. 1e-3 makes the decay a part of the update that a wrong weight
+    # decay (off, the recipe's value instead of the flag's, on BN and biases)
+    # moves by far more than the noise (break "weight decay off" below).
+    "--weight_decay", "1e-3",
     "--device_target", "CPU",
 )
 # Relative L2 differences allowed (port vs timm, of the change since the start,
@@ -48,7 +55,12 @@ OVERRIDES = (
 # per-step warmup: lr 0.82, update 0.78; squares starting at 0: update 0.93,
 # loss 0.015. The BN statistics pin the momentum convention (MindSpore 0.9 =
 # PyTorch 0.1): timm's BatchNorm left at momentum None (weight 1/3) gave 0.70.
-TOLERANCE = {"lr": 1e-6, "loss": 2e-3, "update": 0.15, "bn": 2e-3, "ema": 0.15, "ema_bn": 1e-3}
+TOLERANCE = {
+    "ghostnetv2_100": {"lr": 1e-6, "loss": 2e-4, "update": 0.01, "bn": 5e-5, "ema": 0.15,
+                       "ema_bn": 5e-5},
+    "ghostnetv2_130": {"lr": 1e-6, "loss": 2e-3, "update": 0.15, "bn": 2e-3, "ema": 0.15,
+                       "ema_bn": 1e-3},
+}
 WIDTHS = ("ghostnetv2_100", "ghostnetv2_130")
 
 
@@ -201,8 +213,8 @@ def worst(results):
     return {key: max(r[key] for r in results) for key in results[0]}
 
 
-def outside(results):
-    return {key: value for key, value in worst(results).items() if value > TOLERANCE[key]}
+def outside(results, name):
+    return {key: value for key, value in worst(results).items() if value > TOLERANCE[name][key]}
 
 
 def test_whole_schedule_equals_timms():
@@ -282,15 +294,17 @@ def test_training_steps_match_timm(runs):
     results = compare(runs["port"], runs["timm"])
     print(f"\n{runs['name']} port vs timm, worst over {len(results)} steps: "
           + ", ".join(f"{k} {v:.2e}" for k, v in worst(results).items()))
-    assert not outside(results), (f"{runs['name']}: outside tolerance {TOLERANCE}: "
-                                  f"{outside(results)}; per step: {results}")
+    assert not outside(results, runs["name"]), (
+        f"{runs['name']}: outside tolerance {TOLERANCE[runs['name']]}: "
+        f"{outside(results, runs['name'])}; per step: {results}")
     lrs = [state["lr"] for state in runs["timm"][1:]]
     config = runs["config"]
     assert lrs[0] == config.warmup_lr and lrs[-1] not in (config.lr, config.lr * config.decay_rate), \
         f"warmup, decay and noise must all fall inside the steps: {lrs}"
 
 
-@pytest.mark.parametrize("break_", ["EMA ramp", "per-step warmup", "squares start at 0"])
+@pytest.mark.parametrize("break_", ["EMA ramp", "per-step warmup", "squares start at 0",
+                                    "weight decay off"])
 def test_each_break_is_caught(runs, break_):
     from src.train_utils import lr_schedule
     if runs["name"] != WIDTHS[0]:
@@ -301,7 +315,9 @@ def test_each_break_is_caught(runs, break_):
         per_step = lr_schedule(Config(config, lr_scheduler="step_decay", lr_noise=[]),
                                STEPS_PER_EPOCH)
     # two steps show each break (the second step of the warmup epoch shows the per-step lr)
+    if break_ == "weight decay off":
+        config = Config(config, weight_decay=0.0)
     broken = timm_trajectory(config, copy.deepcopy(runs["initial"]), break_, per_step, steps=2)
-    failures = outside(compare(runs["port"], broken))
+    failures = outside(compare(runs["port"], broken), runs["name"])
     print(f"\n{runs['name']} against timm with {break_}: {failures}")
     assert failures, f"{break_} went unnoticed"
