@@ -169,7 +169,8 @@ def write_folder(root, classes=2, per_class=4, size=64):
 
 def mindcv_train_py(args, data_dir, save_dir, num_classes):
     """mindcv v0.3.0 train.py's main(), call for call (no distribution), for
-    the flags its config.py gives here; returns (trainer, StateMonitor)."""
+    the flags its config.py gives here; returns (trainer, StateMonitor, the
+    training loader, the network)."""
     from mindcv.data import create_dataset, create_loader, create_transforms
     from mindcv.utils import StateMonitor
     dataset_train = create_dataset(name="imagenet", root=str(data_dir), split="train",
@@ -186,8 +187,10 @@ def mindcv_train_py(args, data_dir, save_dir, num_classes):
                                                             is_training=False, image_resize=64))
     network = create_like_mindcv_train(args, num_classes)
     loss = mindcv.create_loss(name="CE", reduction="mean", label_smoothing=0.1, aux_factor=0.0)
+    # lrs for 2 epochs: the test trains twice (the default sink mode's failed
+    # run takes a step, the second run's 4 steps follow it on the same optimizer)
     lr = mindcv.create_scheduler(loader_train.get_dataset_size(), scheduler="cosine_decay",
-                                 lr=0.01, min_lr=1e-6, warmup_epochs=0, num_epochs=1)
+                                 lr=0.01, min_lr=1e-6, warmup_epochs=0, num_epochs=2)
     optimizer = mindcv.create_optimizer(network, opt="momentum", lr=lr, weight_decay=1e-5,
                                         momentum=0.9, weight_decay_filter="auto", loss_scale=1.0)
     metrics = get_metrics(num_classes)
@@ -200,7 +203,7 @@ def mindcv_train_py(args, data_dir, save_dir, num_classes):
                            metric_name=list(metrics.keys()), ckpt_save_dir=str(save_dir),
                            ckpt_save_policy="latest_k", summary_dir=str(save_dir / "summary"),
                            log_interval=1)
-    return trainer, monitor, loader_train
+    return trainer, monitor, loader_train, network
 
 
 def test_mindcvs_train_py_with_ema_in_graph_mode(tmp_path, graph_mode):
@@ -219,15 +222,15 @@ def test_mindcvs_train_py_with_ema_in_graph_mode(tmp_path, graph_mode):
     second Model.train reuses the first's graph."""
     write_folder(tmp_path / "data")
     args = mindcv_args(drop_rate=0.2, drop_path_rate=0.1, ema=True, dataset_sink_mode=True)
-    trainer, monitor, loader = mindcv_train_py(args, tmp_path / "data", tmp_path / "ckpt", 2)
-    network = trainer.train_network.network.network  # TrainStep -> WithLossCell -> the port
+    trainer, monitor, loader, network = mindcv_train_py(args, tmp_path / "data",
+                                                        tmp_path / "ckpt", 2)
     assert isinstance(network, GhostNetV2)
     before = parameters_by_name(network)["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy().copy()
     with pytest.raises(AttributeError, match="'WithLossCell' object has no attribute 'optimizer'"):
         trainer.train(1, loader, callbacks=[monitor], dataset_sink_mode=args.dataset_sink_mode)
 
     args.dataset_sink_mode = False
-    _, monitor, _ = mindcv_train_py(args, tmp_path / "data", tmp_path / "ckpt", 2)
+    _, monitor, _, _ = mindcv_train_py(args, tmp_path / "data", tmp_path / "ckpt", 2)
     monitor.model = trainer  # the same Model: its compiled graph is reused
     monitor.online_params = ms.ParameterTuple(trainer.train_network.get_parameters())
     monitor.swap_params = monitor.online_params.clone("swap", "zeros")
