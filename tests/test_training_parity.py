@@ -41,7 +41,7 @@ OVERRIDES = (
 # (timm float32 vs timm float64, one step at width 1.3: 1.1% on the weights'
 # gradient), and it grows with the steps. Measured port vs timm (CPU kernels
 # on; off: the same at 1.3x), worst of 4 steps, widths 1.0 / 1.3: update
-# 0.2% / 5.0%, EMA 4.6% / 4.1% (its first step moves weights by a few float32
+# 0.2-0.3% / 4.8-5.0%, EMA 4.6% / 4.1% (its first step moves weights by a few float32
 # ulps), BN statistics 5e-6 / 5.4e-4, their EMA 9e-6 / 2.5e-4, loss 4e-5 /
 # 6.8e-4, lr 0. The limits are 3-6x those. The breaks land outside
 # (measured, width 1.0): EMA ramp: EMA 0.90, its BN statistics 0.90;
@@ -54,7 +54,7 @@ OVERRIDES = (
 # 0.025% of the update, and by 0.76% even at 1e-3, as much as port vs timm
 # measured there. test_weight_decay_equals_timms checks the decay itself.)
 TOLERANCE = {
-    "ghostnetv2_100": {"lr": 1e-6, "loss": 2e-4, "update": 0.006, "bn": 3e-5, "ema": 0.15,
+    "ghostnetv2_100": {"lr": 1e-6, "loss": 2e-4, "update": 0.01, "bn": 3e-5, "ema": 0.15,
                        "ema_bn": 5e-5},
     "ghostnetv2_130": {"lr": 1e-6, "loss": 2e-3, "update": 0.15, "bn": 2e-3, "ema": 0.15,
                        "ema_bn": 1e-3},
