@@ -20,7 +20,8 @@ About 15 minutes on a 2-core machine; >= 99% top-1 on the digits val split.
 Extra --key value flags go to train.py (e.g. --epoch_size 5 for a smoke run).
 
 Settings: OUTPUT_DIR (default outputs/quickstart-<date>-<time>; an existing
-run there is continued, or reused when finished), DATA_DIR (default data/digits).
+run there is continued, or reused when finished), DATA_DIR (default data/digits),
+SKIP_SETUP=1 (use .venv as it is: step 1 installs nothing).
 EOF
 }
 for arg in "$@"; do
@@ -38,8 +39,12 @@ export GLOG_v="${GLOG_v:-3}"   # MindSpore: errors only
 START=$SECONDS
 step() { echo; echo "=== quickstart [$(( (SECONDS - START) / 60 ))m$(( (SECONDS - START) % 60 ))s] $*"; }
 
-step "1/6 set-up (bash scripts/setup.sh)"
-bash scripts/setup.sh
+if [[ "${SKIP_SETUP:-0}" == 1 ]]; then
+    step "1/6 set-up skipped (SKIP_SETUP=1): using $ROOT/.venv as it is"
+else
+    step "1/6 set-up (bash scripts/setup.sh)"
+    bash scripts/setup.sh
+fi
 
 step "2/6 digits data -> $DATA_DIR"
 "$PYTHON" scripts/make_digits.py --output "$DATA_DIR" --image_size 64

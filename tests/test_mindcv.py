@@ -1,7 +1,8 @@
 """mindcv's own tools driving the port: mindcv.create_model called exactly as
-mindcv's train.py and validate.py call it, one training step through mindcv's
-trainer, drop_rate / drop_path_rate with mindcv's meanings, and features_only
-(mindcv's feature_info convention) at a non-square size.
+mindcv's train.py and validate.py call it, mindcv's train.py's training (its
+trainer and callbacks through Model.train, EMA, graph mode), drop_rate /
+drop_path_rate with mindcv's meanings, and features_only (mindcv's
+feature_info convention) at a non-square size.
 
 (checkpoint_path= and ema=True through mindcv's loader on a checkpoint
 train.py wrote: tests/test_train.py, where such a checkpoint is made anyway.)
@@ -25,7 +26,8 @@ def mindcv_args(**overrides):
     validate.py pass to create_model (--drop_rate / --drop_path_rate default
     to None, and mindcv.create_model drops None values)."""
     defaults = dict(model="ghostnetv2_100", num_classes=None, in_channels=3, drop_rate=None,
-                    drop_path_rate=None, pretrained=False, ckpt_path="", ema=False)
+                    drop_path_rate=None, pretrained=False, ckpt_path="", ema=False,
+                    dataset_sink_mode=True)
     return argparse.Namespace(**dict(defaults, **overrides))
 
 
@@ -152,29 +154,91 @@ def test_features_only_at_a_non_square_size(pynative):
         create_model("ghostnetv2_100", features_only=True, out_indices=[1, 5])
 
 
-def test_one_training_step_through_mindcvs_trainer(pynative):
-    """mindcv's train.py as a new user runs it (--model ghostnetv2_100
-    --drop_rate 0.2 --drop_path_rate 0.1 --ema): its create_model call, loss,
-    optimizer and create_trainer (TrainStep with EMA); one step at 64x96,
-    batch 2. The weights move, the loss is finite, the EMA copy exists.
-    In PyNative mode (mindcv's --mode 1): GRAPH_MODE (its default) costs a
-    ~65 s compile here; the same step also runs there (checked by hand)."""
-    args = mindcv_args(drop_rate=0.2, drop_path_rate=0.1, ema=True)
-    network = create_like_mindcv_train(args, num_classes=4)
+def write_folder(root, classes=2, per_class=4, size=64):
+    """root/{train,val}/<class>/<n>.png: mindcv's ImageNet layout."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        for label in range(classes):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def mindcv_train_py(args, data_dir, save_dir, num_classes):
+    """mindcv v0.3.0 train.py's main(), call for call (no distribution), for
+    the flags its config.py gives here; returns (trainer, StateMonitor, the
+    training loader, the network)."""
+    from mindcv.data import create_dataset, create_loader, create_transforms
+    from mindcv.utils import StateMonitor
+    dataset_train = create_dataset(name="imagenet", root=str(data_dir), split="train",
+                                   shuffle=True, num_parallel_workers=1)
+    transforms = create_transforms(dataset_name="imagenet", is_training=True, image_resize=64)
+    loader_train = create_loader(dataset=dataset_train, batch_size=2, drop_remainder=True,
+                                 is_training=True, num_classes=num_classes, transform=transforms,
+                                 num_parallel_workers=1)
+    dataset_eval = create_dataset(name="imagenet", root=str(data_dir), split="val",
+                                  num_parallel_workers=1)
+    loader_eval = create_loader(dataset=dataset_eval, batch_size=2, drop_remainder=False,
+                                is_training=False, num_parallel_workers=1,
+                                transform=create_transforms(dataset_name="imagenet",
+                                                            is_training=False, image_resize=64))
+    network = create_like_mindcv_train(args, num_classes)
     loss = mindcv.create_loss(name="CE", reduction="mean", label_smoothing=0.1, aux_factor=0.0)
-    optimizer = mindcv.create_optimizer(network, opt="momentum", lr=0.01, weight_decay=1e-5,
+    # lrs for 2 epochs: the test trains twice (the default sink mode's failed
+    # run takes a step, the second run's 4 steps follow it on the same optimizer)
+    lr = mindcv.create_scheduler(loader_train.get_dataset_size(), scheduler="cosine_decay",
+                                 lr=0.01, min_lr=1e-6, warmup_epochs=0, num_epochs=2)
+    optimizer = mindcv.create_optimizer(network, opt="momentum", lr=lr, weight_decay=1e-5,
                                         momentum=0.9, weight_decay_filter="auto", loss_scale=1.0)
+    metrics = get_metrics(num_classes)
     assert require_customized_train_step(args.ema, False, 1, None)  # mindcv's TrainStep
-    trainer = create_trainer(network, loss, optimizer, get_metrics(4), amp_level="O0",
+    trainer = create_trainer(network, loss, optimizer, metrics, amp_level="O0",
                              amp_cast_list=None, loss_scale_type="fixed", loss_scale=1.0,
                              drop_overflow_update=False, ema=args.ema, ema_decay=0.9999)
+    monitor = StateMonitor(trainer, model_name=args.model, model_ema=args.ema,
+                           dataset_sink_mode=args.dataset_sink_mode, dataset_val=loader_eval,
+                           metric_name=list(metrics.keys()), ckpt_save_dir=str(save_dir),
+                           ckpt_save_policy="latest_k", summary_dir=str(save_dir / "summary"),
+                           log_interval=1)
+    return trainer, monitor, loader_train, network
+
+
+def test_mindcvs_train_py_with_ema_in_graph_mode(tmp_path, graph_mode):
+    """mindcv's train.py as a new user runs it on the pinned versions:
+    --model ghostnetv2_100 --drop_rate 0.2 --drop_path_rate 0.1 --ema
+    --val_while_train, GRAPH_MODE (its --mode default), 1 epoch of 4 steps:
+    its data pipeline, create_trainer (TrainStep with EMA) and StateMonitor
+    through Model.train.
+
+    With its default --dataset_sink_mode True it stops at the first logged
+    step: on the CPU MindSpore trains without sinking, and StateMonitor then
+    looks for the optimizer on the wrong cell (AttributeError: 'WithLossCell'
+    object has no attribute 'optimizer'; mindcv's own models alike). With
+    --dataset_sink_mode False the same run trains, validates with the EMA
+    weights and saves (README: which mindcv flags work). One compile: the
+    second Model.train reuses the first's graph."""
+    write_folder(tmp_path / "data")
+    args = mindcv_args(drop_rate=0.2, drop_path_rate=0.1, ema=True, dataset_sink_mode=True)
+    trainer, monitor, loader, network = mindcv_train_py(args, tmp_path / "data",
+                                                        tmp_path / "ckpt", 2)
+    assert isinstance(network, GhostNetV2)
     before = parameters_by_name(network)["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy().copy()
-    rng = np.random.default_rng(2)
-    images = rng.standard_normal((2, 3, 64, 96), dtype=np.float32)
-    labels = np.array([1, 3], dtype=np.int32)
-    step_loss = trainer._train_network(ms.Tensor(images), ms.Tensor(labels))
-    assert np.isfinite(float(np.asarray(step_loss.asnumpy()).reshape(-1)[0]))
+    with pytest.raises(AttributeError, match="'WithLossCell' object has no attribute 'optimizer'"):
+        trainer.train(1, loader, callbacks=[monitor], dataset_sink_mode=args.dataset_sink_mode)
+
+    args.dataset_sink_mode = False
+    _, monitor, _, _ = mindcv_train_py(args, tmp_path / "data", tmp_path / "ckpt", 2)
+    monitor.model = trainer  # the same Model: its compiled graph is reused
+    monitor.online_params = ms.ParameterTuple(trainer.train_network.get_parameters())
+    monitor.swap_params = monitor.online_params.clone("swap", "zeros")
+    trainer.train(1, loader, callbacks=[monitor], dataset_sink_mode=args.dataset_sink_mode)
     after = parameters_by_name(network)["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy()
     assert np.abs(after - before).max() > 0
-    names = {p.name for p in trainer._train_network.get_parameters()}
-    assert "ema.blocks.8.3.ghost2.primary_conv.0.weight" in names
+    rows = (tmp_path / "ckpt" / "result.log").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].split()[0] == "1", rows  # header + epoch 1 (with val top-1)
+    saved = ms.load_checkpoint(str(tmp_path / "ckpt" / "ghostnetv2_100-1_4.ckpt"))
+    assert "ema.blocks.8.3.ghost2.primary_conv.0.weight" in saved
+    assert np.isfinite(saved["blocks.8.3.ghost2.primary_conv.0.weight"].asnumpy()).all()

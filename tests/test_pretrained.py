@@ -1,5 +1,6 @@
 """pretrained=True: weights the user already has, found where timm / the
 official release put them, converted in memory; nothing downloaded."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -43,17 +44,24 @@ def clean_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
-    """$HF_HOME holding timm's ghostnetv2_100.in1k as huggingface_hub lays it out:
-    refs/main names the revision; an older revision with other weights is
-    left beside it (and is newer on disk), so picking the wrong one shows."""
+    """$HF_HOME holding timm's ghostnetv2_100.in1k as huggingface_hub lays it
+    out: the files in blobs/ (named by their sha256), each snapshot's
+    model.safetensors a relative symlink to its blob, refs/main naming the
+    revision. An older revision with other weights is left beside it (its
+    blob newer on disk), so picking the wrong one shows."""
     home = tmp_path_factory.mktemp("hf_home")
     repo = home / "hub" / "models--timm--ghostnetv2_100.in1k"
+    (repo / "blobs").mkdir(parents=True)
     _, expected = timm_weights("ghostnetv2_100", seed=1)
     for revision, seed in ((REVISION, 1), ("fedcba9876543210fedcba9876543210fedcba98", 2)):
         model, _ = timm_weights("ghostnetv2_100", seed)
+        written = repo / "blobs" / "download.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(written))
+        blob = repo / "blobs" / hashlib.sha256(written.read_bytes()).hexdigest()
+        written.rename(blob)
         (repo / "snapshots" / revision).mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(repo / "snapshots" / revision / "model.safetensors"))
+        os.symlink(os.path.join("..", "..", "blobs", blob.name),
+                   repo / "snapshots" / revision / "model.safetensors")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
     return home, expected

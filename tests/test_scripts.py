@@ -4,10 +4,13 @@ paths checked (and named absolutely) before anything starts. None of these
 starts MindSpore."""
 import json
 import os
+import re
 import socket
 import subprocess
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTRIBUTE = "run_distribute_train.sh"
@@ -147,3 +150,120 @@ def test_standalone_and_eval_argument_errors(tmp_path, data_dir):
     assert_usage_error(run(EVAL, str(data_dir), "CPU"), "expected 3 or 4 arguments")
     assert_usage_error(run(EVAL, str(data_dir), "CPU", ckpt, "--checkpoint_path", ckpt),
                        "--checkpoint_path is set from the positional arguments")
+
+
+# ------------------------------------------------------------------ successful runs
+
+def run_long(command, env, timeout=900):
+    result = subprocess.run(command, cwd=ROOT, env=launcher_env(GLOG_v="3", **env), text=True,
+                            capture_output=True, timeout=timeout)
+    assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """scripts/make_digits.py, then one short training run of the digits recipe
+    through run_standalone_train.sh (1 epoch, validation, --pretrained from a
+    .safetensors file and a --num_classes above the data's 10 classes), then
+    quickstart.sh on that finished run and run_eval.sh on its best.ckpt.
+    One training run (one graph compile) serves every test below."""
+    from src.ghostnetv2 import create_model
+    from src.weights import save_safetensors
+    root = tmp_path_factory.mktemp("digits_run")
+    data, out = root / "digits", root / "run"
+    python = os.path.join(ROOT, ".venv", "bin", "python")
+    made = run_long([python, "scripts/make_digits.py", "--output", str(data)], {})
+    first_file = sorted((data / "train").rglob("*.png"))[0]
+    mtime = first_file.stat().st_mtime_ns
+    remade = run_long([python, "scripts/make_digits.py", "--output", str(data)], {})
+    start = create_model("ghostnetv2_100", num_classes=12)
+    save_safetensors({p.name: p.asnumpy() for p in start.get_parameters()},
+                     str(root / "start.safetensors"))
+    flags = ["--epoch_size", "1", "--num_classes", "12",
+             "--pretrained", str(root / "start.safetensors")]
+    train = run_long(["bash", "scripts/run_standalone_train.sh", str(data / "train"), RECIPE, "CPU",
+                      "--val_data_path", str(data / "val"), "--output_dir", str(out), *flags],
+                     dict(RUN_DIR=str(root / "train_logs")))
+    quickstart = run_long(["bash", "scripts/quickstart.sh", *flags],
+                          dict(OUTPUT_DIR=str(out), DATA_DIR=str(data), SKIP_SETUP="1"))
+    evaluation = run_long(["bash", "scripts/run_eval.sh", str(data / "val"), "CPU",
+                           str(out / "best.ckpt")], dict(RUN_DIR=str(root / "eval_logs")))
+    return dict(root=root, data=data, out=out, made=made, remade=remade, train=train,
+                quickstart=quickstart, evaluation=evaluation, mtime=(mtime, first_file))
+
+
+def test_make_digits_writes_the_labelled_split(digits_run):
+    """scikit-learn's 1,797 digits, stratified 1,438 / 359, each file in its
+    label's folder and showing that digit; a second run rewrites nothing."""
+    from sklearn.datasets import load_digits
+    from src.digits import digit_image
+    data = digits_run["data"]
+    assert "train 1438 images, val 359 images" in digits_run["made"]
+    counts = {split: {label: len(os.listdir(data / split / str(label))) for label in range(10)}
+              for split in ("train", "val")}
+    assert sum(counts["train"].values()) == 1438 and sum(counts["val"].values()) == 359
+    assert all(32 <= n <= 37 for n in counts["val"].values()), counts  # ~20% of each class
+    digits = load_digits()
+    for split in ("train", "val"):
+        for label in range(10):
+            name = sorted(os.listdir(data / split / str(label)))[0]
+            index = int(name.split(".")[0])
+            assert digits.target[index] == label, (split, name)
+            image = np.asarray(Image.open(data / split / str(label) / name))
+            assert image.shape == (64, 64, 3)
+            assert np.array_equal(image, np.asarray(digit_image(digits.images[index], 64)))
+    mtime, first_file = digits_run["mtime"]
+    assert first_file.stat().st_mtime_ns == mtime  # the second run left the files alone
+
+
+def test_standalone_training_run(digits_run):
+    """run_standalone_train.sh: train.py ran to the end with the script's
+    flags, logged to RUN_DIR, warned about the unused classes and started
+    from the .safetensors file."""
+    out, log = digits_run["out"], digits_run["train"]
+    assert (digits_run["root"] / "train_logs" / "train.log").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1] and records[0]["val_images"] == 359
+    assert (out / "best.ckpt").is_file() and (out / "last.ckpt").is_file()
+    assert re.search(r"WARNING \S+ has 10 classes but --num_classes is 12: the classifier "
+                     r"keeps 12 outputs", log), log[-3000:]
+    start = digits_run["root"] / "start.safetensors"
+    assert re.search(rf"pretrained: loaded \d+ tensors from {re.escape(str(start))} "
+                     r"\(safetensors\)", log), log[-3000:]
+
+
+def test_quickstart_reuses_a_finished_run(digits_run):
+    """quickstart.sh on the finished run: training skipped; its eval.py,
+    MINDIR export and prediction ran; eval.py's top-1 on best.ckpt equals the
+    run's own validation (one image of 359 allowed for a near tie)."""
+    text, out = digits_run["quickstart"], digits_run["out"]
+    assert "already holds a finished run: training skipped" in text
+    assert "=== quickstart done" in text
+    val_top1 = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["top1"]
+    assert json.loads((out / "eval.json").read_text())["top1"] == pytest.approx(val_top1,
+                                                                                abs=1.5 / 359)
+    assert (out / "ghostnetv2_100_digits.mindir").is_file()
+    image = sorted(os.listdir(digits_run["data"] / "val" / "3"))[0]
+    assert image in text.split("6/6 one prediction")[1]
+
+
+def test_run_eval_on_the_trained_checkpoint(digits_run):
+    result = json.loads([line for line in digits_run["evaluation"].splitlines()
+                         if line.startswith("{")][-1])  # eval.py's JSON line
+    val_top1 = json.loads((digits_run["out"] / "metrics.jsonl").read_text().splitlines()[-1])["top1"]
+    assert result["num_images"] == 359 and result["num_classes"] == 12
+    assert result["top1"] == pytest.approx(val_top1, abs=1.5 / 359)
+    assert (digits_run["root"] / "eval_logs" / "eval.log").is_file()
+
+
+def test_quickstart_trains_a_fresh_run(tmp_path, digits_run):
+    """A fresh OUTPUT_DIR: quickstart runs train.py with the digits recipe, the
+    data and the extra flags (a flag train.py refuses shows it got them,
+    without the cost of a second training run)."""
+    result = subprocess.run(["bash", "scripts/quickstart.sh", "--epoch_size", "0"], cwd=ROOT,
+                            env=launcher_env(OUTPUT_DIR=str(tmp_path / "fresh"), SKIP_SETUP="1",
+                                             DATA_DIR=str(digits_run["data"]), GLOG_v="3"),
+                            text=True, capture_output=True, timeout=300)
+    assert result.returncode != 0
+    assert "3/6 training" in result.stdout and "--epoch_size must be" in result.stderr, result
