@@ -10,8 +10,9 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, SpatialMean, count_kernel_layers,
-                             kernels_available, portable, use_cpu_kernels, _cpu_flags)
+                             GateMultiply, GhostTail, PointwiseConv2d, SpatialMean,
+                             count_kernel_layers, kernels_available, portable, use_cpu_kernels,
+                             _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
                                  reason="no g++: the CPU kernels cannot be built here"),
@@ -150,8 +151,8 @@ def test_network_with_kernels_and_portable():
     images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
     reference = net(images).asnumpy()
     use_cpu_kernels(net)
-    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7
+    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]

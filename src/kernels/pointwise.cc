@@ -1,0 +1,250 @@
+// 1x1 convolutions (inference) for MindSpore CPU custom (AOT) operators.
+//
+// Why: after the depthwise convolutions moved to depthwise.cc, the 1x1
+// convolutions left on MindSpore's Conv2D (oneDNN, plain NCHW) were ~45% of
+// the MINDIR's operator time at batch 1, and each one switched between
+// MindSpore's thread pool and this library's (benchmark/RESULTS.md).
+//
+// Layout NCHW float32, weights (Cout, Cin, 1, 1), stride 1, no padding:
+// per image a matrix product y[co, p] = sum_k w[co, k] * x[k, p] (+ bias,
+// ReLU). Register blocking: kRows output channels x kCols vectors of pixels
+// of accumulators; each step loads kCols vectors of one input channel's row
+// and broadcasts one weight per output channel. The pixel rows of x are read
+// in place (one input channel after the other, a tile of kCols vectors wide,
+// which stays in L1 / L2 while all output channels pass over it); a tile
+// narrower than that at the end of a plane is first copied, zero-padded.
+// A 1 x 1 plane (SE block, head) is one pixel per image: dot products.
+//
+// Every output is one sum in one order whatever the thread count.
+//
+// Entry points (AOT signature, params = inputs then outputs):
+//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu](x, w, b) -> y
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "thread_pool.h"
+
+namespace {
+
+using ghost::kLanes;
+using ghost::load;
+using ghost::pool;
+using ghost::splat;
+using ghost::store;
+using ghost::Vec;
+
+// Accumulators kRows x kCols plus kCols inputs and a broadcast weight must fit
+// the vector registers: 32 with AVX-512 (8 x 3 = 24 accumulators), 16 with
+// AVX / AVX2 / SSE (6 x 2 = 12).
+#if defined(__AVX512F__)
+constexpr int kRows = 8, kCols = 3;
+#else
+constexpr int kRows = 6, kCols = 2;
+#endif
+constexpr int kTile = kCols * kLanes;  // pixels per tile
+
+thread_local std::vector<float> t_tile;    // a padded tile
+thread_local std::vector<float> t_result;  // a partial tile's result
+
+// One matrix product: y (rows x columns, row pitch y_pitch) = w (rows x depth,
+// row pitch depth) * x (depth x columns, row pitch x_pitch) + bias, ReLU.
+struct Product {
+  const float* x;
+  int64_t x_pitch;
+  int64_t columns;
+  const float* w;
+  int depth;
+  int rows;
+  const float* bias;  // nullptr: none
+  bool relu;
+  float* y;
+  int64_t y_pitch;
+};
+
+// R rows x C vectors at (row, x, y): x readable C vectors wide on `depth` rows.
+template <int R, int C>
+void block(const Product& p, int row, const float* x, int64_t x_pitch, float* y, int64_t y_pitch) {
+  Vec acc[R][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[r][c] = Vec{};
+  const float* w = p.w + (int64_t)row * p.depth;
+  for (int k = 0; k < p.depth; ++k) {
+    const float* xk = x + k * x_pitch;
+    Vec xv[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) xv[c] = load(xk + c * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec wv = splat(w[(int64_t)r * p.depth + k]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[r][c] += wv * xv[c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const Vec b = splat(p.bias ? p.bias[row + r] : 0.f);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      Vec v = acc[r][c] + b;
+      if (p.relu) v = v > 0.f ? v : Vec{};
+      store(y + r * y_pitch + c * kLanes, v);
+    }
+  }
+}
+
+using BlockFn = void (*)(const Product&, int, const float*, int64_t, float*, int64_t);
+
+template <int C, int... R>
+constexpr std::array<BlockFn, sizeof...(R)> rows_of(std::integer_sequence<int, R...>) {
+  return {&block<R + 1, C>...};
+}
+
+template <int... C>
+constexpr std::array<std::array<BlockFn, kRows>, sizeof...(C)> table_of(
+    std::integer_sequence<int, C...>) {
+  return {rows_of<C + 1>(std::make_integer_sequence<int, kRows>())...};
+}
+
+// kBlocks[C - 1][R - 1] computes R rows x C vectors.
+constexpr auto kBlocks = table_of(std::make_integer_sequence<int, kCols>());
+
+int64_t tiles_of(int64_t columns) { return (columns + kTile - 1) / kTile; }
+
+// Rows [row_begin, row_end) of tile `tile` of the product.
+void tile_rows(const Product& p, int64_t tile, int row_begin, int row_end) {
+  const int64_t first = tile * kTile;
+  const int width = (int)std::min<int64_t>(kTile, p.columns - first);
+  const int vectors = (width + kLanes - 1) / kLanes;
+  const float* x = p.x + first;
+  int64_t x_pitch = p.x_pitch;
+  float* y = p.y + first;
+  int64_t y_pitch = p.y_pitch;
+  const bool partial = width < kTile;
+  if (partial) {  // the plane's last pixels: a zero-padded copy, results written apart
+    t_tile.assign((size_t)p.depth * vectors * kLanes, 0.f);
+    for (int k = 0; k < p.depth; ++k)
+      std::memcpy(t_tile.data() + (size_t)k * vectors * kLanes, x + k * x_pitch,
+                  width * sizeof(float));
+    x = t_tile.data();
+    x_pitch = vectors * kLanes;
+    t_result.resize((size_t)kRows * x_pitch);
+  }
+  const auto& blocks = kBlocks[vectors - 1];
+  for (int row = row_begin; row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    if (!partial) {
+      blocks[rows - 1](p, row, x, x_pitch, y + row * y_pitch, y_pitch);
+      continue;
+    }
+    blocks[rows - 1](p, row, x, x_pitch, t_result.data(), x_pitch);
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(y + (row + r) * y_pitch, t_result.data() + (size_t)r * x_pitch,
+                  width * sizeof(float));
+  }
+}
+
+// The products of `images` (each p shifted by x_step / y_step), split into
+// (image, tile, row range) tasks for the pool.
+void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
+  const int64_t tiles = tiles_of(p.columns);
+  const int row_blocks = (p.rows + kRows - 1) / kRows;
+  // Enough tasks for the threads to share (4 per thread of 2); as few row
+  // splits as that allows, since each split reads the tile again.
+  const int splits = (int)std::min<int64_t>(row_blocks, std::max<int64_t>(1, 8 / (images * tiles)));
+  const int rows_per_split = (row_blocks + splits - 1) / splits * kRows;
+  const int64_t tasks = images * tiles * splits;
+  const int64_t cost = images * p.columns * p.rows * (int64_t)p.depth / 4;
+  pool().parallel_for(tasks, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t image = task / (tiles * splits), rest = task % (tiles * splits);
+      Product q = p;
+      q.x += image * x_step;
+      q.y += image * y_step;
+      const int row_begin = (int)(rest % splits) * rows_per_split;
+      tile_rows(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
+    }
+  });
+}
+
+// 1 x 1 planes (the SE block, the head): x is (N, depth), one pixel per
+// image, so the products are dot products of a weight row and an image's
+// row, both contiguous: R rows at a time, vectorised along depth.
+constexpr int kDotRows = 8;
+
+template <int R>
+void dot_rows(const float* w, int depth, const float* x, float* out) {
+  Vec acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = Vec{};
+  int k = 0;
+  for (; k + kLanes <= depth; k += kLanes) {
+    const Vec xv = load(x + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] += load(w + (int64_t)r * depth + k) * xv;
+  }
+  for (int r = 0; r < R; ++r) {
+    float sum = 0.f;
+    for (int lane = 0; lane < kLanes; ++lane) sum += acc[r][lane];
+    for (int j = k; j < depth; ++j) sum += w[(int64_t)r * depth + j] * x[j];
+    out[r] = sum;
+  }
+}
+
+using DotFn = void (*)(const float*, int, const float*, float*);
+
+template <int... R>
+constexpr std::array<DotFn, sizeof...(R)> dots_of(std::integer_sequence<int, R...>) {
+  return {&dot_rows<R + 1>...};
+}
+
+constexpr auto kDots = dots_of(std::make_integer_sequence<int, kDotRows>());
+
+void dot_products(const Product& p, int64_t images) {
+  const int64_t blocks = (p.rows + kDotRows - 1) / kDotRows;
+  pool().parallel_for(blocks, images * p.rows * (int64_t)p.depth / 4, [&](int64_t begin,
+                                                                         int64_t end) {
+    float out[kDotRows];
+    for (int64_t block = begin; block < end; ++block) {
+      const int row = (int)block * kDotRows, rows = std::min(kDotRows, p.rows - row);
+      for (int64_t n = 0; n < images; ++n) {
+        kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, p.x + n * p.depth, out);
+        for (int r = 0; r < rows; ++r) {
+          float v = out[r] + (p.bias ? p.bias[row + r] : 0.f);
+          if (p.relu) v = v > 0.f ? v : 0.f;
+          p.y[n * p.rows + row + r] = v;
+        }
+      }
+    }
+  });
+}
+
+template <bool BIAS, bool RELU>
+int pointwise(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  const float* bias = BIAS ? static_cast<const float*>(params[2]) : nullptr;
+  float* y = static_cast<float*>(params[BIAS ? 3 : 2]);
+  const int64_t N = shapes[0][0], depth = shapes[0][1], plane = shapes[0][2] * shapes[0][3];
+  const Product p{x, plane, plane, w, (int)depth, (int)shapes[1][0], bias, RELU, y, plane};
+  if (plane == 1)
+    dot_products(p, N);
+  else
+    run(p, N, depth * plane, p.rows * plane);
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+int Pointwise(AOT_ARGS) { return pointwise<false, false>(params, shapes); }
+int PointwiseBias(AOT_ARGS) { return pointwise<true, false>(params, shapes); }
+int PointwiseBiasRelu(AOT_ARGS) { return pointwise<true, true>(params, shapes); }
+int PointwiseRelu(AOT_ARGS) { return pointwise<false, true>(params, shapes); }
+}
