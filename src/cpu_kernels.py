@@ -13,8 +13,8 @@ they stand for, so parameter names and shapes are those of the plain model):
 
 - ``DepthwiseConv2d``: an ``nn.Conv2d`` for depthwise convolutions with odd
   kernels up to 7x7, stride 1 or 2, padding k // 2;
-- ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions (the kernel in
-  inference, MindSpore's Conv2D in training);
+- ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
+  ReLU or hard sigmoid (the kernel in inference, MindSpore's Conv2D in training);
 - ``BatchNorm2d``: an ``nn.BatchNorm2d``, training and evaluation, optionally
   with the following ReLU;
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
@@ -304,21 +304,32 @@ class PointwiseConv2d(KernelSwitch, nn.Conv2d):
     parameters) computed by the pointwise kernel in inference (the cell not
     training): MindSpore's oneDNN Conv2D took ~45% of the fused network's
     operator time at batch 1 (benchmark/RESULTS.md). Training runs MindSpore's
-    Conv2D. ``relu``: ReLU after the bias, inside the kernel (``fuse_bn`` sets
-    it for a folded BatchNorm + ReLU; the SE block and the head ask for it).
-    """
+    Conv2D.
 
-    def __init__(self, in_channels, out_channels, has_bias=False, relu=False):
+    ``activation`` after the bias, inside the kernel: None, "relu" (the SE
+    block's reduction, the head; ``fuse_bn`` sets it for a folded BatchNorm +
+    ReLU) or "hard_sigmoid", ``relu6(x + 3) / 6`` (the SE block's gate).
+    """
+    ACTIVATIONS = {None: "", "relu": "Relu", "hard_sigmoid": "HardSigmoid"}
+
+    def __init__(self, in_channels, out_channels, has_bias=False, activation=None):
         super().__init__(in_channels, out_channels, 1, has_bias=has_bias)
-        self.relu = relu
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"PointwiseConv2d: activation must be one of "
+                             f"{list(self.ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         self.transposed = ops.Conv2D(out_channel=in_channels, kernel_size=1)
         self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        return self.has_bias or self.activation != "hard_sigmoid"
 
     def make_kernels(self, library):
         def out_shape(x, w, *bias):
             return [x[0], w[0], x[2], x[3]]
         self.product_kernel = _custom(library, "Pointwise", out_shape, self._bprop_product)
-        name = "Pointwise" + ("Bias" if self.has_bias else "") + ("Relu" if self.relu else "")
+        name = ("Pointwise" + ("Bias" if self.has_bias else "")
+                + self.ACTIVATIONS[self.activation])
         self.kernel = _custom(library, name, out_shape,
                               self._bprop_bias if self.has_bias else self._bprop)
 
@@ -332,30 +343,34 @@ class PointwiseConv2d(KernelSwitch, nn.Conv2d):
                         x.transpose(1, 0, 2, 3).reshape(depth, -1).T)
         return dx, dw.reshape(weight.shape)
 
+    def _through_activation(self, out, dout):
+        if self.activation == "relu":
+            return dout * (out > 0).astype(dout.dtype)
+        if self.activation == "hard_sigmoid":
+            return dout * ((out > 0) & (out < 1)).astype(dout.dtype) / 6.0
+        return dout
+
     def _bprop_product(self, x, weight, out, dout):
         return self._linear_grads(x, weight, dout)
 
     def _bprop(self, x, weight, out, dout):
-        if self.relu:
-            dout = dout * (out > 0).astype(dout.dtype)
-        return self._linear_grads(x, weight, dout)
+        return self._linear_grads(x, weight, self._through_activation(out, dout))
 
     def _bprop_bias(self, x, weight, bias, out, dout):
-        if self.relu:
-            dout = dout * (out > 0).astype(dout.dtype)
+        dout = self._through_activation(out, dout)
         return self._linear_grads(x, weight, dout) + (dout.sum((0, 2, 3)),)
 
     def fuse_relu(self):
         """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
-        self.relu = True
+        self.activation = "relu"
         self.refresh()
 
     def _on_kernel(self, x):
         return self.use_kernel and not self.training and x.dtype == mstype.float32
 
     def product(self, x):
-        """The matrix product alone, without bias and ReLU (the ghost module's
-        fused tail adds them)."""
+        """The matrix product alone, without bias and activation (the ghost
+        module's fused tail adds them)."""
         if self._on_kernel(x):
             return self.product_kernel(x, self.weight)
         return self.conv2d(x, self.weight)
@@ -368,8 +383,10 @@ class PointwiseConv2d(KernelSwitch, nn.Conv2d):
         out = self.conv2d(x, self.weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
-        if self.relu:
+        if self.activation == "relu":
             out = ops.relu(out)
+        elif self.activation == "hard_sigmoid":
+            out = ops.relu6(out + 3.0) / 6.0
         return out
 
 

@@ -219,18 +219,17 @@ class SqueezeExcite(nn.Cell):
     def __init__(self, channels, ratio=0.25):
         super().__init__()
         reduced = make_divisible(channels * ratio, 4)
-        self.conv_reduce = PointwiseConv2d(channels, reduced, has_bias=True, relu=True)
-        self.conv_expand = PointwiseConv2d(reduced, channels, has_bias=True)
-        # Hard sigmoid relu6(x + 3) / 6 written out: MindSpore 2.7.2's ONNX
-        # exporter cannot export nn.HSigmoid ("Can not find key HSigmoid").
-        self.gate = nn.ReLU6()
+        self.conv_reduce = PointwiseConv2d(channels, reduced, has_bias=True, activation="relu")
+        # Hard sigmoid relu6(x + 3) / 6 (in the kernel; written out without it:
+        # MindSpore 2.7.2's ONNX exporter cannot export nn.HSigmoid).
+        self.conv_expand = PointwiseConv2d(reduced, channels, has_bias=True,
+                                           activation="hard_sigmoid")
         self.spatial_mean = SpatialMean()
         self.channel_scale = ChannelScale()
 
     def construct(self, x):
         scale = self.spatial_mean(x)
-        scale = self.conv_expand(self.conv_reduce(scale))  # ReLU in conv_reduce
-        return self.channel_scale(x, self.gate(scale + 3.0) / 6.0)
+        return self.channel_scale(x, self.conv_expand(self.conv_reduce(scale)))
 
 
 class GhostBottleneck(nn.Cell):
@@ -400,7 +399,7 @@ class GhostNetV2(nn.Cell):
 
         self.global_pool = SpatialMean()
         self.conv_head = PointwiseConv2d(self.num_features, HEAD_CHANNELS, has_bias=True,
-                                         relu=True)  # and ReLU
+                                         activation="relu")
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
         self.classifier = nn.Dense(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
 

@@ -7,7 +7,7 @@
 //
 // Layout NCHW float32, weights (Cout, Cin, 1, 1), stride 1, no padding:
 // per image a matrix product y[co, p] = sum_k w[co, k] * x[k, p] (+ bias,
-// ReLU). Register blocking: kRows output channels x kCols vectors of pixels
+// activation). Register blocking: kRows output channels x kCols vectors of pixels
 // of accumulators; each step loads kCols vectors of one input channel's row
 // and broadcasts one weight per output channel. The pixel rows of x are read
 // in place (one input channel after the other, a tile of kCols vectors wide,
@@ -18,7 +18,7 @@
 // Every output is one sum in one order whatever the thread count.
 //
 // Entry points (AOT signature, params = inputs then outputs):
-//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu](x, w, b) -> y
+//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid](x, w, b) -> y
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -48,6 +48,23 @@ constexpr int kRows = 6, kCols = 2;
 #endif
 constexpr int kTile = kCols * kLanes;  // pixels per tile
 
+// After the bias. kHardSigmoid: relu6(v + 3) / 6, the SE block's gate (the
+// same float operations as MindSpore's Add, ReLU6 and Div).
+enum Activation { kNone, kRelu, kHardSigmoid };
+
+template <typename T>
+T activate(T v, Activation activation) {
+  const T zero = v - v;
+  if (activation == kRelu) return v > 0.f ? v : zero;
+  if (activation == kHardSigmoid) {
+    v = v + 3.f;
+    v = v > 0.f ? v : zero;
+    v = v < 6.f ? v : zero + 6.f;
+    return v / 6.f;
+  }
+  return v;
+}
+
 thread_local std::vector<float> t_tile;    // a padded tile
 thread_local std::vector<float> t_result;  // a partial tile's result
 
@@ -61,7 +78,7 @@ struct Product {
   int depth;
   int rows;
   const float* bias;  // nullptr: none
-  bool relu;
+  Activation activation;
   float* y;
   int64_t y_pitch;
 };
@@ -92,9 +109,7 @@ void block(const Product& p, int row, const float* x, int64_t x_pitch, float* y,
     const Vec b = splat(p.bias ? p.bias[row + r] : 0.f);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      Vec v = acc[r][c] + b;
-      if (p.relu) v = v > 0.f ? v : Vec{};
-      store(y + r * y_pitch + c * kLanes, v);
+      store(y + r * y_pitch + c * kLanes, activate(acc[r][c] + b, p.activation));
     }
   }
 }
@@ -216,23 +231,22 @@ void dot_products(const Product& p, int64_t images) {
       for (int64_t n = 0; n < images; ++n) {
         kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, p.x + n * p.depth, out);
         for (int r = 0; r < rows; ++r) {
-          float v = out[r] + (p.bias ? p.bias[row + r] : 0.f);
-          if (p.relu) v = v > 0.f ? v : 0.f;
-          p.y[n * p.rows + row + r] = v;
+          p.y[n * p.rows + row + r] = activate(out[r] + (p.bias ? p.bias[row + r] : 0.f),
+                                               p.activation);
         }
       }
     }
   });
 }
 
-template <bool BIAS, bool RELU>
+template <bool BIAS, Activation ACTIVATION>
 int pointwise(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const float* w = static_cast<const float*>(params[1]);
   const float* bias = BIAS ? static_cast<const float*>(params[2]) : nullptr;
   float* y = static_cast<float*>(params[BIAS ? 3 : 2]);
   const int64_t N = shapes[0][0], depth = shapes[0][1], plane = shapes[0][2] * shapes[0][3];
-  const Product p{x, plane, plane, w, (int)depth, (int)shapes[1][0], bias, RELU, y, plane};
+  const Product p{x, plane, plane, w, (int)depth, (int)shapes[1][0], bias, ACTIVATION, y, plane};
   if (plane == 1)
     dot_products(p, N);
   else
@@ -243,8 +257,9 @@ int pointwise(void** params, int64_t** shapes) {
 }  // namespace
 
 extern "C" {
-int Pointwise(AOT_ARGS) { return pointwise<false, false>(params, shapes); }
-int PointwiseBias(AOT_ARGS) { return pointwise<true, false>(params, shapes); }
-int PointwiseBiasRelu(AOT_ARGS) { return pointwise<true, true>(params, shapes); }
-int PointwiseRelu(AOT_ARGS) { return pointwise<false, true>(params, shapes); }
+int Pointwise(AOT_ARGS) { return pointwise<false, kNone>(params, shapes); }
+int PointwiseRelu(AOT_ARGS) { return pointwise<false, kRelu>(params, shapes); }
+int PointwiseBias(AOT_ARGS) { return pointwise<true, kNone>(params, shapes); }
+int PointwiseBiasRelu(AOT_ARGS) { return pointwise<true, kRelu>(params, shapes); }
+int PointwiseBiasHardSigmoid(AOT_ARGS) { return pointwise<true, kHardSigmoid>(params, shapes); }
 }
