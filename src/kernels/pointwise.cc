@@ -65,8 +65,8 @@ T activate(T v, Activation activation) {
   return v;
 }
 
-thread_local std::vector<float> t_tile;    // a padded tile
-thread_local std::vector<float> t_result;  // a partial tile's result
+thread_local std::vector<float> t_tile;    // a padded vector's or a pixel's column
+thread_local std::vector<float> t_result;  // a padded vector's result
 
 // One matrix product: y (rows x columns, row pitch y_pitch) = w (rows x depth,
 // row pitch depth) * x (depth x columns, row pitch x_pitch) + bias, ReLU.
@@ -132,65 +132,9 @@ constexpr auto kBlocks = table_of(std::make_integer_sequence<int, kCols>());
 
 int64_t tiles_of(int64_t columns) { return (columns + kTile - 1) / kTile; }
 
-// Rows [row_begin, row_end) of tile `tile` of the product.
-void tile_rows(const Product& p, int64_t tile, int row_begin, int row_end) {
-  const int64_t first = tile * kTile;
-  const int width = (int)std::min<int64_t>(kTile, p.columns - first);
-  const int vectors = (width + kLanes - 1) / kLanes;
-  const float* x = p.x + first;
-  int64_t x_pitch = p.x_pitch;
-  float* y = p.y + first;
-  int64_t y_pitch = p.y_pitch;
-  const bool partial = width < kTile;
-  if (partial) {  // the plane's last pixels: a zero-padded copy, results written apart
-    t_tile.assign((size_t)p.depth * vectors * kLanes, 0.f);
-    for (int k = 0; k < p.depth; ++k)
-      std::memcpy(t_tile.data() + (size_t)k * vectors * kLanes, x + k * x_pitch,
-                  width * sizeof(float));
-    x = t_tile.data();
-    x_pitch = vectors * kLanes;
-    t_result.resize((size_t)kRows * x_pitch);
-  }
-  const auto& blocks = kBlocks[vectors - 1];
-  for (int row = row_begin; row < row_end; row += kRows) {
-    const int rows = std::min(kRows, row_end - row);
-    if (!partial) {
-      blocks[rows - 1](p, row, x, x_pitch, y + row * y_pitch, y_pitch);
-      continue;
-    }
-    blocks[rows - 1](p, row, x, x_pitch, t_result.data(), x_pitch);
-    for (int r = 0; r < rows; ++r)
-      std::memcpy(y + (row + r) * y_pitch, t_result.data() + (size_t)r * x_pitch,
-                  width * sizeof(float));
-  }
-}
-
-// The products of `images` (each p shifted by x_step / y_step), split into
-// (image, tile, row range) tasks for the pool.
-void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
-  const int64_t tiles = tiles_of(p.columns);
-  const int row_blocks = (p.rows + kRows - 1) / kRows;
-  // Enough tasks for the threads to share (4 per thread of 2); as few row
-  // splits as that allows, since each split reads the tile again.
-  const int splits = (int)std::min<int64_t>(row_blocks, std::max<int64_t>(1, 8 / (images * tiles)));
-  const int rows_per_split = (row_blocks + splits - 1) / splits * kRows;
-  const int64_t tasks = images * tiles * splits;
-  const int64_t cost = images * p.columns * p.rows * (int64_t)p.depth / 4;
-  pool().parallel_for(tasks, cost, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t image = task / (tiles * splits), rest = task % (tiles * splits);
-      Product q = p;
-      q.x += image * x_step;
-      q.y += image * y_step;
-      const int row_begin = (int)(rest % splits) * rows_per_split;
-      tile_rows(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
-    }
-  });
-}
-
-// 1 x 1 planes (the SE block, the head): x is (N, depth), one pixel per
-// image, so the products are dot products of a weight row and an image's
-// row, both contiguous: R rows at a time, vectorised along depth.
+// Dot products of R weight rows with one contiguous column of x, vectorised
+// along depth: 1 x 1 planes (the SE block, the head: x is (N, depth)) and a
+// plane's last few pixels.
 constexpr int kDotRows = 8;
 
 template <int R>
@@ -221,6 +165,81 @@ constexpr std::array<DotFn, sizeof...(R)> dots_of(std::integer_sequence<int, R..
 
 constexpr auto kDots = dots_of(std::make_integer_sequence<int, kDotRows>());
 
+// Output value of row `row`: bias and activation.
+inline float finish(const Product& p, int row, float v) {
+  return activate(v + (p.bias ? p.bias[row] : 0.f), p.activation);
+}
+
+// A plane's last pixels up to this many go through dot products.
+constexpr int kFewPixels = kLanes / 4;
+
+// Rows [row_begin, row_end) of tile `tile` of the product: its whole vectors
+// in place; the last pixels of a plane (fewer than a vector) one at a time as
+// dot products if they are few (49 = 3 x 16 + 1 pixels at 7x7 with AVX-512),
+// else through a zero-padded vector.
+void tile_rows(const Product& p, int64_t tile, int row_begin, int row_end) {
+  const int64_t first = tile * kTile;
+  const int width = (int)std::min<int64_t>(kTile, p.columns - first);
+  const int vectors = width / kLanes, rest = width % kLanes;
+  const float* x = p.x + first;
+  float* y = p.y + first;
+  for (int row = row_begin; vectors > 0 && row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    kBlocks[vectors - 1][rows - 1](p, row, x, p.x_pitch, y + row * p.y_pitch, p.y_pitch);
+  }
+  if (rest == 0) return;
+  x += vectors * kLanes;
+  y += vectors * kLanes;
+  if (rest <= kFewPixels) {
+    float out[kDotRows];
+    t_tile.resize(p.depth);
+    for (int j = 0; j < rest; ++j) {
+      for (int k = 0; k < p.depth; ++k) t_tile[k] = x[k * p.x_pitch + j];
+      for (int row = row_begin; row < row_end; row += kDotRows) {
+        const int rows = std::min(kDotRows, row_end - row);
+        kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, t_tile.data(), out);
+        for (int r = 0; r < rows; ++r)
+          y[(row + r) * p.y_pitch + j] = finish(p, row + r, out[r]);
+      }
+    }
+    return;
+  }
+  t_tile.assign((size_t)p.depth * kLanes, 0.f);
+  for (int k = 0; k < p.depth; ++k)
+    std::memcpy(t_tile.data() + (size_t)k * kLanes, x + k * p.x_pitch, rest * sizeof(float));
+  t_result.resize((size_t)kRows * kLanes);
+  for (int row = row_begin; row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    kBlocks[0][rows - 1](p, row, t_tile.data(), kLanes, t_result.data(), kLanes);
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(y + (row + r) * p.y_pitch, t_result.data() + (size_t)r * kLanes,
+                  rest * sizeof(float));
+  }
+}
+
+// The products of `images` (each p shifted by x_step / y_step), split into
+// (image, tile, row range) tasks for the pool.
+void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
+  const int64_t tiles = tiles_of(p.columns);
+  const int row_blocks = (p.rows + kRows - 1) / kRows;
+  // Enough tasks for the threads to share (4 per thread of 2); as few row
+  // splits as that allows, since each split reads the tile again.
+  const int splits = (int)std::min<int64_t>(row_blocks, std::max<int64_t>(1, 8 / (images * tiles)));
+  const int rows_per_split = (row_blocks + splits - 1) / splits * kRows;
+  const int64_t tasks = images * tiles * splits;
+  const int64_t cost = images * p.columns * p.rows * (int64_t)p.depth / 4;
+  pool().parallel_for(tasks, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t image = task / (tiles * splits), rest = task % (tiles * splits);
+      Product q = p;
+      q.x += image * x_step;
+      q.y += image * y_step;
+      const int row_begin = (int)(rest % splits) * rows_per_split;
+      tile_rows(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
+    }
+  });
+}
+
 void dot_products(const Product& p, int64_t images) {
   const int64_t blocks = (p.rows + kDotRows - 1) / kDotRows;
   pool().parallel_for(blocks, images * p.rows * (int64_t)p.depth / 4, [&](int64_t begin,
@@ -231,8 +250,7 @@ void dot_products(const Product& p, int64_t images) {
       for (int64_t n = 0; n < images; ++n) {
         kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, p.x + n * p.depth, out);
         for (int r = 0; r < rows; ++r) {
-          p.y[n * p.rows + row + r] = activate(out[r] + (p.bias ? p.bias[row + r] : 0.f),
-                                               p.activation);
+          p.y[n * p.rows + row + r] = finish(p, row + r, out[r]);
         }
       }
     }
