@@ -15,6 +15,7 @@ they stand for, so parameter names and shapes are those of the plain model):
   kernels up to 7x7, stride 1 or 2, padding k // 2;
 - ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
   ReLU or hard sigmoid (the kernel in inference, MindSpore's Conv2D in training);
+- ``Linear``: an ``nn.Dense`` with a bias (the classifier; the same, MatMul);
 - ``BatchNorm2d``: an ``nn.BatchNorm2d``, training and evaluation, optionally
   with the following ReLU;
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
@@ -63,7 +64,7 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
@@ -388,6 +389,28 @@ class PointwiseConv2d(KernelSwitch, nn.Conv2d):
         elif self.activation == "hard_sigmoid":
             out = ops.relu6(out + 3.0) / 6.0
         return out
+
+
+class Linear(KernelSwitch, nn.Dense):
+    """``nn.Dense(in_channels, out_channels)`` with a bias and no activation
+    (the classifier), computed by the pointwise kernel's dot products in
+    inference for 2-D inputs: the last MindSpore operator of the fused
+    network besides the stem. Training runs MindSpore's MatMul."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels)
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = _custom(library, "DenseBias", lambda x, w, b: [x[0], w[0]], self._bprop)
+
+    def _bprop(self, x, weight, bias, out, dout):
+        return ops.matmul(dout, weight), ops.matmul(dout.T, x), dout.sum(0)
+
+    def construct(self, x):
+        if self.use_kernel and not self.training and x.dtype == mstype.float32 and x.ndim == 2:
+            return self.kernel(x, self.weight, self.bias)
+        return super().construct(x)
 
 
 def nearest_index(size_in, size_out):

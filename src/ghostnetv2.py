@@ -31,7 +31,7 @@ import math
 from mindspore import nn, ops
 
 from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, PointwiseConv2d, SpatialMean)
+                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean)
 from src.teardown import quiet_cell_teardown
 
 quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
@@ -401,7 +401,7 @@ class GhostNetV2(nn.Cell):
         self.conv_head = PointwiseConv2d(self.num_features, HEAD_CHANNELS, has_bias=True,
                                          activation="relu")
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
-        self.classifier = nn.Dense(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
+        self.classifier = Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
 
     def _add_feature_info(self, stage_index, channels, reduction):
         if stage_index in FEATURE_STAGES:

@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, PointwiseConv2d, SpatialMean,
+                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean,
                              count_kernel_layers, kernels_available, portable, use_cpu_kernels,
                              _cpu_flags)
 
@@ -142,6 +142,12 @@ def test_pointwise_conv(activation):
     assert_same_as_mindspore(make_conv, [tensor(3, 13, 7, 9) * 2], forward_tol=1e-5)
 
 
+def test_linear():
+    """The classifier's kernel (inference) and its eval-mode gradients vs MindSpore's MatMul."""
+    assert_same_as_mindspore(lambda: Linear(37, 11).set_train(False), [tensor(3, 37)],
+                             forward_tol=1e-5)
+
+
 def test_pointwise_conv_trains_on_mindspore():
     """In training the cell runs MindSpore's Conv2D (no kernel in the graph)."""
     conv = PointwiseConv2d(4, 6, has_bias=True, activation="relu")
@@ -198,8 +204,8 @@ def test_network_with_kernels_and_portable():
     images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
     reference = net(images).asnumpy()
     use_cpu_kernels(net)
-    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67
+    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs, classifier
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67 + 1
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]
@@ -312,6 +318,7 @@ def kernel_calls():
         calls += [("Pointwise", [r(*shape), weight], [out]),
                   ("PointwiseBiasRelu", [r(*shape), weight, bias], [out]),
                   ("PointwiseBiasHardSigmoid", [r(*shape) * 3, weight, bias], [out])]
+    calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
     return calls
 
 

@@ -19,6 +19,7 @@
 //
 // Entry points (AOT signature, params = inputs then outputs):
 //   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid](x, w, b) -> y
+//   DenseBias(x, w, b) -> y        x (N, depth), w (rows, depth): nn.Dense
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -272,9 +273,19 @@ int pointwise(void** params, int64_t** shapes) {
   return 0;
 }
 
+// A fully connected layer, x (N, depth) and w (rows, depth): the classifier.
+int dense_bias(void** params, int64_t** shapes) {
+  const Product p{static_cast<const float*>(params[0]), 1, 1, static_cast<const float*>(params[1]),
+                  (int)shapes[0][1], (int)shapes[1][0], static_cast<const float*>(params[2]),
+                  kNone, static_cast<float*>(params[3]), 1};
+  dot_products(p, shapes[0][0]);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
+int DenseBias(AOT_ARGS) { return dense_bias(params, shapes); }
 int Pointwise(AOT_ARGS) { return pointwise<false, kNone>(params, shapes); }
 int PointwiseRelu(AOT_ARGS) { return pointwise<false, kRelu>(params, shapes); }
 int PointwiseBias(AOT_ARGS) { return pointwise<true, kNone>(params, shapes); }
