@@ -240,7 +240,24 @@ class KernelSwitch:
         raise NotImplementedError
 
 
-class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
+class ConvKernel(KernelSwitch):
+    """Mixin of the convolution cells (nn.Conv2d subclasses): ``self.kernel``
+    computes the convolution, its bias and its activation."""
+
+    def convolve(self, x, on_kernel):
+        """The kernel's output (activation included), or MindSpore's
+        convolution and bias (the caller applies the activation)."""
+        if on_kernel:
+            if self.has_bias:
+                return self.kernel(x, self.weight, self.bias)
+            return self.kernel(x, self.weight)
+        out = self.conv2d(x, self.weight)
+        if self.has_bias:
+            out = self.bias_add(out, self.bias)
+        return out
+
+
+class DepthwiseConv2d(ConvKernel, nn.Conv2d):
     """``nn.Conv2d(channels, channels, kernel_size, stride, group=channels, ...)``
     computed by the custom CPU kernels where supported (dilated ones, as in a
     segmentation backbone, always run MindSpore's operator).
@@ -288,19 +305,14 @@ class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
         self.refresh()
 
     def construct(self, x):
-        if self.use_kernel and x.dtype == mstype.float32:
-            if self.has_bias:
-                return self.kernel(x, self.weight, self.bias)
-            return self.kernel(x, self.weight)
-        out = self.conv2d(x, self.weight)
-        if self.has_bias:
-            out = self.bias_add(out, self.bias)
-        if self.relu:
+        on_kernel = self.use_kernel and x.dtype == mstype.float32
+        out = self.convolve(x, on_kernel)
+        if self.relu and not on_kernel:
             out = ops.relu(out)
         return out
 
 
-class PointwiseConv2d(KernelSwitch, nn.Conv2d):
+class PointwiseConv2d(ConvKernel, nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, 1)`` (stride 1, one group; same
     parameters) computed by the pointwise kernel in inference (the cell not
     training): MindSpore's oneDNN Conv2D took ~45% of the fused network's
@@ -377,13 +389,10 @@ class PointwiseConv2d(KernelSwitch, nn.Conv2d):
         return self.conv2d(x, self.weight)
 
     def construct(self, x):
-        if self._on_kernel(x):
-            if self.has_bias:
-                return self.kernel(x, self.weight, self.bias)
-            return self.kernel(x, self.weight)
-        out = self.conv2d(x, self.weight)
-        if self.has_bias:
-            out = self.bias_add(out, self.bias)
+        on_kernel = self._on_kernel(x)
+        out = self.convolve(x, on_kernel)
+        if on_kernel:
+            return out
         if self.activation == "relu":
             out = ops.relu(out)
         elif self.activation == "hard_sigmoid":
