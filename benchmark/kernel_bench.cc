@@ -1,12 +1,13 @@
 // The CPU kernels alone at GhostNetV2-100's inference shapes (224x224): the
-// hot ghost-module tails and depthwise convolutions, best of N calls, in us.
+// hot ghost-module tails, depthwise and 1x1 (pointwise) convolutions, best of
+// N calls, in us.
 // Built from the sources with any flags, it compares instruction-set paths
 // on one machine, e.g. the AVX path on an AVX-512 CPU:
 //
 //   cd src/kernels && for f in "" "-mno-avx512f" "-mno-avx512f -mno-avx2"; do
 //     g++ -O3 -march=native $f -fopenmp-simd -pthread -std=c++17 -I. \
 //         -o /tmp/kernel_bench ../../benchmark/kernel_bench.cc pool.cc depthwise.cc \
-//         gating.cc batchnorm.cc && /tmp/kernel_bench 1 2; done
+//         gating.cc batchnorm.cc pointwise.cc && /tmp/kernel_bench 1 2; done
 //
 // Arguments: batch (default 1), threads (default 2). MEDIAN=1: medians instead.
 #include <algorithm>
@@ -23,6 +24,7 @@ AOT(GhostTailRelu)
 AOT(GhostTailResidual)
 AOT(DwConvS2Bias)
 AOT(DwConvS1Bias)
+AOT(PointwiseBias)
 extern "C" void SetNumThreads(int);
 
 namespace {
@@ -106,5 +108,23 @@ int main(int argc, char** argv) {
   depthwise("DwConvS1Bias", DwConvS1Bias, 72, 28, 1, 5, 1);
   depthwise("DwConvS1Bias", DwConvS1Bias, 960, 3, 5, 1, 1);
   printf("sum %.1f us\n", total);
+  // 1x1 convolutions (Cin, H, Cout), from each stage, the DFC branch and the SE block.
+  double pointwise_total = 0;
+  auto pointwise = [&](int64_t C, int64_t H, int64_t O) {
+    std::vector<Tensor> t{random_tensor({N, C, H, H}), random_tensor({O, C, 1, 1}),
+                          random_tensor({O}), random_tensor({N, O, H, H})};
+    const double us = time_us(PointwiseBias, t, calls);
+    pointwise_total += us;
+    printf("%-18s %4ldx%3ldx%3ld ->%4ld %9.1f us\n", "PointwiseBias", (long)C, (long)H, (long)H,
+           (long)O, us);
+  };
+  pointwise(16, 112, 24);
+  pointwise(72, 56, 12);
+  pointwise(40, 28, 120);
+  pointwise(480, 14, 56);
+  pointwise(160, 7, 480);
+  pointwise(160, 3, 960);
+  pointwise(960, 1, 240);
+  printf("pointwise sum %.1f us\n", pointwise_total);
   return 0;
 }

@@ -13,6 +13,9 @@ they stand for, so parameter names and shapes are those of the plain model):
 
 - ``DepthwiseConv2d``: an ``nn.Conv2d`` for depthwise convolutions with odd
   kernels up to 7x7, stride 1 or 2, padding k // 2;
+- ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
+  ReLU or hard sigmoid (the kernel in inference, MindSpore's Conv2D in training);
+- ``Linear``: an ``nn.Dense`` with a bias (the classifier; the same, MatMul);
 - ``BatchNorm2d``: an ``nn.BatchNorm2d``, training and evaluation, optionally
   with the following ReLU;
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
@@ -61,7 +64,7 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
@@ -71,7 +74,8 @@ logger = logging.getLogger(__name__)
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = tuple(os.path.join(KERNEL_DIR, name)
-                for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc"))
+                for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc",
+                             "pointwise.cc"))
 HEADERS = tuple(os.path.join(KERNEL_DIR, name) for name in ("thread_pool.h", "common.h"))
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
@@ -236,7 +240,24 @@ class KernelSwitch:
         raise NotImplementedError
 
 
-class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
+class ConvKernel(KernelSwitch):
+    """Mixin of the convolution cells (nn.Conv2d subclasses): ``self.kernel``
+    computes the convolution, its bias and its activation."""
+
+    def convolve(self, x, on_kernel):
+        """The kernel's output (activation included), or MindSpore's
+        convolution and bias (the caller applies the activation)."""
+        if on_kernel:
+            if self.has_bias:
+                return self.kernel(x, self.weight, self.bias)
+            return self.kernel(x, self.weight)
+        out = self.conv2d(x, self.weight)
+        if self.has_bias:
+            out = self.bias_add(out, self.bias)
+        return out
+
+
+class DepthwiseConv2d(ConvKernel, nn.Conv2d):
     """``nn.Conv2d(channels, channels, kernel_size, stride, group=channels, ...)``
     computed by the custom CPU kernels where supported (dilated ones, as in a
     segmentation backbone, always run MindSpore's operator).
@@ -284,16 +305,121 @@ class DepthwiseConv2d(KernelSwitch, nn.Conv2d):
         self.refresh()
 
     def construct(self, x):
-        if self.use_kernel and x.dtype == mstype.float32:
-            if self.has_bias:
-                return self.kernel(x, self.weight, self.bias)
-            return self.kernel(x, self.weight)
-        out = self.conv2d(x, self.weight)
-        if self.has_bias:
-            out = self.bias_add(out, self.bias)
-        if self.relu:
+        on_kernel = self.use_kernel and x.dtype == mstype.float32
+        out = self.convolve(x, on_kernel)
+        if self.relu and not on_kernel:
             out = ops.relu(out)
         return out
+
+
+class PointwiseConv2d(ConvKernel, nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, 1)`` (stride 1, one group; same
+    parameters) computed by the pointwise kernel in inference (the cell not
+    training): MindSpore's oneDNN Conv2D took ~45% of the fused network's
+    operator time at batch 1 (benchmark/RESULTS.md). Training runs MindSpore's
+    Conv2D.
+
+    ``activation`` after the bias, inside the kernel: None, "relu" (the SE
+    block's reduction, the head; ``fuse_bn`` sets it for a folded BatchNorm +
+    ReLU) or "hard_sigmoid", ``relu6(x + 3) / 6`` (the SE block's gate).
+    """
+    ACTIVATIONS = {None: "", "relu": "Relu", "hard_sigmoid": "HardSigmoid"}
+
+    def __init__(self, in_channels, out_channels, has_bias=False, activation=None):
+        super().__init__(in_channels, out_channels, 1, has_bias=has_bias)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"PointwiseConv2d: activation must be one of "
+                             f"{list(self.ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.transposed = ops.Conv2D(out_channel=in_channels, kernel_size=1)
+        self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        return self.has_bias or self.activation != "hard_sigmoid"
+
+    def make_kernels(self, library):
+        def out_shape(x, w, *bias):
+            return [x[0], w[0], x[2], x[3]]
+        self.product_kernel = _custom(library, "Pointwise", out_shape, self._bprop_product)
+        name = ("Pointwise" + ("Bias" if self.has_bias else "")
+                + self.ACTIVATIONS[self.activation])
+        self.kernel = _custom(library, name, out_shape,
+                              self._bprop_bias if self.has_bias else self._bprop)
+
+    def _linear_grads(self, x, weight, dout):
+        """dx = w^T dy per pixel, dw = the sum over images and pixels of dy x^T
+        (gradients in eval mode, e.g. a frozen backbone; training runs
+        MindSpore's Conv2D)."""
+        dx = self.transposed(dout, weight.transpose(1, 0, 2, 3))
+        rows, depth = weight.shape[0], weight.shape[1]
+        dw = ops.matmul(dout.transpose(1, 0, 2, 3).reshape(rows, -1),
+                        x.transpose(1, 0, 2, 3).reshape(depth, -1).T)
+        return dx, dw.reshape(weight.shape)
+
+    def _through_activation(self, out, dout):
+        if self.activation == "relu":
+            return dout * (out > 0).astype(dout.dtype)
+        if self.activation == "hard_sigmoid":
+            return dout * ((out > 0) & (out < 1)).astype(dout.dtype) / 6.0
+        return dout
+
+    def _bprop_product(self, x, weight, out, dout):
+        return self._linear_grads(x, weight, dout)
+
+    def _bprop(self, x, weight, out, dout):
+        return self._linear_grads(x, weight, self._through_activation(out, dout))
+
+    def _bprop_bias(self, x, weight, bias, out, dout):
+        dout = self._through_activation(out, dout)
+        return self._linear_grads(x, weight, dout) + (dout.sum((0, 2, 3)),)
+
+    def fuse_relu(self):
+        """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
+        self.activation = "relu"
+        self.refresh()
+
+    def _on_kernel(self, x):
+        return self.use_kernel and not self.training and x.dtype == mstype.float32
+
+    def product(self, x):
+        """The matrix product alone, without bias and activation (the ghost
+        module's fused tail adds them)."""
+        if self._on_kernel(x):
+            return self.product_kernel(x, self.weight)
+        return self.conv2d(x, self.weight)
+
+    def construct(self, x):
+        on_kernel = self._on_kernel(x)
+        out = self.convolve(x, on_kernel)
+        if on_kernel:
+            return out
+        if self.activation == "relu":
+            out = ops.relu(out)
+        elif self.activation == "hard_sigmoid":
+            out = ops.relu6(out + 3.0) / 6.0
+        return out
+
+
+class Linear(KernelSwitch, nn.Dense):
+    """``nn.Dense(in_channels, out_channels)`` with a bias and no activation
+    (the classifier), computed by the pointwise kernel's dot products in
+    inference for 2-D inputs: the last MindSpore operator of the fused
+    network besides the stem. Training runs MindSpore's MatMul."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels)
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = _custom(library, "DenseBias", lambda x, w, b: [x[0], w[0]], self._bprop)
+
+    def _bprop(self, x, weight, bias, out, dout):
+        return ops.matmul(dout, weight), ops.matmul(dout.T, x), dout.sum(0)
+
+    def construct(self, x):
+        if self.use_kernel and not self.training and x.dtype == mstype.float32 and x.ndim == 2:
+            return self.kernel(x, self.weight, self.bias)
+        return super().construct(x)
 
 
 def nearest_index(size_in, size_out):

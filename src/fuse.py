@@ -22,7 +22,7 @@ no BatchNorm left to train.
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from src.cpu_kernels import DepthwiseConv2d, forget_compiled_graphs
+from src.cpu_kernels import KernelSwitch, forget_compiled_graphs
 
 __all__ = ["fuse_bn", "is_fused", "count_batchnorms"]
 
@@ -95,11 +95,12 @@ def _fuse_attribute_pairs(cell):
 def _fold(conv, bn):
     """Fold bn into conv; return the cell that takes the BatchNorm's place:
     nn.Identity, or nn.ReLU for a BatchNorm that applied ReLU (cpu_kernels'
-    BatchNorm2d(relu=True)) unless the conv can apply it (depthwise kernels)."""
+    BatchNorm2d(relu=True)) unless the conv can apply it (the depthwise and
+    pointwise kernels' cells)."""
     fold_into_conv(conv, bn)
     if not getattr(bn, "relu", False):
         return nn.Identity()
-    if isinstance(conv, DepthwiseConv2d):
+    if hasattr(conv, "fuse_relu"):
         conv.fuse_relu()
         return nn.Identity()
     return nn.ReLU()
@@ -126,5 +127,5 @@ def fold_into_conv(conv, bn):
     else:
         conv.bias = Parameter(folded_bias, name="bias")
         conv.has_bias = True
-    if isinstance(conv, DepthwiseConv2d):
-        conv.refresh()
+    if isinstance(conv, KernelSwitch):
+        conv.refresh()  # the kernel variant with a bias

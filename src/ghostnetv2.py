@@ -31,7 +31,7 @@ import math
 from mindspore import nn, ops
 
 from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, SpatialMean)
+                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean)
 from src.teardown import quiet_cell_teardown
 
 quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
@@ -99,8 +99,9 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     uses explicit symmetric padding, since 'same' would pad bottom/right only.
     Dilated convolutions (segmentation backbones, ``output_stride`` < 32;
     always stride 1) pad explicitly too.
-    Depthwise convolutions are DepthwiseConv2d: an nn.Conv2d (same parameters)
-    that runs the fast CPU kernels of src/cpu_kernels.py where it can.
+    Depthwise convolutions are DepthwiseConv2d and 1x1 convolutions
+    PointwiseConv2d: nn.Conv2d (same parameters) that run the fast CPU kernels
+    of src/cpu_kernels.py where they can.
     """
     if dilation > 1:
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -110,6 +111,8 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
         pad_mode, padding = "same", 0
     else:
         pad_mode, padding = "pad", kernel_size // 2
+    if kernel_size == 1 and stride == 1 and groups == 1:  # no padding: any dilation
+        return PointwiseConv2d(in_channels, out_channels, has_bias=has_bias)
     if groups == in_channels == out_channels and groups > 1:
         return DepthwiseConv2d(in_channels, kernel_size, stride, pad_mode=pad_mode,
                                padding=padding, has_bias=has_bias, dilation=dilation)
@@ -193,7 +196,7 @@ class GhostModule(nn.Cell):
     def construct(self, x, residual=None):
         if self.tail is not None and self.tail.use_kernel:
             primary, cheap = self.primary_conv[0], self.cheap_operation[0]
-            z = primary.conv2d(x, primary.weight)
+            z = primary.product(x)
             if self.use_dfc:
                 return self.tail(z, primary.bias, cheap.weight, cheap.bias,
                                  self.short_conv(self.pool(x)))
@@ -216,19 +219,17 @@ class SqueezeExcite(nn.Cell):
     def __init__(self, channels, ratio=0.25):
         super().__init__()
         reduced = make_divisible(channels * ratio, 4)
-        self.conv_reduce = nn.Conv2d(channels, reduced, 1, has_bias=True)
-        self.act1 = nn.ReLU()
-        self.conv_expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
-        # Hard sigmoid relu6(x + 3) / 6 written out: MindSpore 2.7.2's ONNX
-        # exporter cannot export nn.HSigmoid ("Can not find key HSigmoid").
-        self.gate = nn.ReLU6()
+        self.conv_reduce = PointwiseConv2d(channels, reduced, has_bias=True, activation="relu")
+        # Hard sigmoid relu6(x + 3) / 6 (in the kernel; written out without it:
+        # MindSpore 2.7.2's ONNX exporter cannot export nn.HSigmoid).
+        self.conv_expand = PointwiseConv2d(reduced, channels, has_bias=True,
+                                           activation="hard_sigmoid")
         self.spatial_mean = SpatialMean()
         self.channel_scale = ChannelScale()
 
     def construct(self, x):
         scale = self.spatial_mean(x)
-        scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
-        return self.channel_scale(x, self.gate(scale + 3.0) / 6.0)
+        return self.channel_scale(x, self.conv_expand(self.conv_reduce(scale)))
 
 
 class GhostBottleneck(nn.Cell):
@@ -397,10 +398,10 @@ class GhostNetV2(nn.Cell):
         self.blocks = nn.SequentialCell(stages)
 
         self.global_pool = SpatialMean()
-        self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, has_bias=True)
-        self.act2 = nn.ReLU()
+        self.conv_head = PointwiseConv2d(self.num_features, HEAD_CHANNELS, has_bias=True,
+                                         activation="relu")
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
-        self.classifier = nn.Dense(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
+        self.classifier = Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else None
 
     def _add_feature_info(self, stage_index, channels, reduction):
         if stage_index in FEATURE_STAGES:
@@ -435,7 +436,7 @@ class GhostNetV2(nn.Cell):
 
     def forward_head(self, x):
         x = self.global_pool(x)
-        x = self.act2(self.conv_head(x))
+        x = self.conv_head(x)
         x = ops.flatten(x)
         if self.dropout is not None:
             x = self.dropout(x)

@@ -10,8 +10,9 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, SpatialMean, count_kernel_layers,
-                             kernels_available, portable, use_cpu_kernels, _cpu_flags)
+                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean,
+                             count_kernel_layers, kernels_available, portable, use_cpu_kernels,
+                             _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
                                  reason="no g++: the CPU kernels cannot be built here"),
@@ -131,6 +132,59 @@ def test_batchnorm_training(relu):
     np.testing.assert_allclose(kernel(x).asnumpy(), reference(x).asnumpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "hard_sigmoid"])
+def test_pointwise_conv(activation):
+    """Inference forward (the kernel) and the gradients in eval mode (its bprop
+    of MindSpore operators) vs MindSpore's Conv2D; 7x9: whole vectors, then a
+    zero-padded one; 3 images."""
+    def make_conv():
+        return PointwiseConv2d(13, 19, has_bias=True, activation=activation).set_train(False)
+    assert_same_as_mindspore(make_conv, [tensor(3, 13, 7, 9) * 2], forward_tol=1e-5)
+
+
+def test_linear():
+    """The classifier's kernel (inference) and its eval-mode gradients vs MindSpore's MatMul."""
+    assert_same_as_mindspore(lambda: Linear(37, 11).set_train(False), [tensor(3, 37)],
+                             forward_tol=1e-5)
+
+
+def test_pointwise_conv_trains_on_mindspore():
+    """In training the cell runs MindSpore's Conv2D (no kernel in the graph)."""
+    conv = PointwiseConv2d(4, 6, has_bias=True, activation="relu")
+    use_cpu_kernels(conv, True)
+    x = tensor(2, 4, 5, 5)
+    conv.set_train(False)
+    inference = conv(x).asnumpy()
+    conv.set_train(True)
+    np.testing.assert_allclose(conv(x).asnumpy(), inference, rtol=0, atol=1e-5)
+    assert conv.use_kernel and not conv._on_kernel(x)
+
+
+def test_pointwise_kernel_at_the_models_sizes():
+    """The pointwise kernel against float64 numpy on every plane size of the
+    classifiers at 224x224 (112x112 ... 7x7, the DFC branch's 3x3, the SE
+    block's and head's 1x1: whole tiles, a padded last vector, the last pixel
+    as dot products, dot products over the batch) and output channel counts
+    with every remainder of the kernel's row blocks (up to 8 rows)."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    library.SetNumThreads(2)
+    rng = np.random.default_rng(2)
+    sizes = (112, 56, 28, 14, 7, 3, 1)
+    for index, size in enumerate(sizes):
+        for rows in (8 * index + 1 + index % 8, 8 * index + 8):
+            depth = 16 + 24 * index
+            x = rng.normal(size=(2, depth, size, size)).astype(np.float32)
+            w = rng.normal(size=(rows, depth, 1, 1)).astype(np.float32)
+            b = rng.normal(size=rows).astype(np.float32)
+            want = np.einsum("ok,nkp->nop", w[:, :, 0, 0].astype(np.float64),
+                             x.reshape(2, depth, -1)).reshape(2, rows, size, size)
+            want = np.maximum(want + b[None, :, None, None], 0)
+            got, = call_kernel(library, "PointwiseBiasRelu", [x, w, b], [want.shape])
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
+                                       err_msg=f"{rows}x{depth} at {size}x{size}")
+
+
 def test_unsupported_geometry_falls_back():
     conv = DepthwiseConv2d(4, 4, 1, pad_mode="same")  # even kernel: not in the kernels
     use_cpu_kernels(conv)
@@ -150,8 +204,8 @@ def test_network_with_kernels_and_portable():
     images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
     reference = net(images).asnumpy()
     use_cpu_kernels(net)
-    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7
+    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs, classifier
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67 + 1
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]
@@ -256,6 +310,15 @@ def kernel_calls():
     half, tail = x[:, :c // 2], [gamma[:c // 2], r(c // 2, 1, 3, 3), beta[:c // 2]]
     calls += [("GhostTailReluGate", [half] + tail + [gate], [x.shape]),
               ("GhostTailResidual", [half] + tail + [x], [x.shape])]
+    # 45x47: whole tiles, then a padded vector; 7x7: the last pixel as dot
+    # products; 1x1: dot products over the batch. 37 rows: a partial row block.
+    for shape in ((n, c, h, w), (n, c, 7, 7), (n, 4 * c, 1, 1)):
+        weight, bias = r(37, shape[1], 1, 1), r(37)
+        out = (shape[0], 37, shape[2], shape[3])
+        calls += [("Pointwise", [r(*shape), weight], [out]),
+                  ("PointwiseBiasRelu", [r(*shape), weight, bias], [out]),
+                  ("PointwiseBiasHardSigmoid", [r(*shape) * 3, weight, bias], [out])]
+    calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
     return calls
 
 

@@ -1,0 +1,294 @@
+// 1x1 convolutions (inference) for MindSpore CPU custom (AOT) operators.
+//
+// Why: after the depthwise convolutions moved to depthwise.cc, the 1x1
+// convolutions left on MindSpore's Conv2D (oneDNN, plain NCHW) were ~45% of
+// the MINDIR's operator time at batch 1, and each one switched between
+// MindSpore's thread pool and this library's (benchmark/RESULTS.md).
+//
+// Layout NCHW float32, weights (Cout, Cin, 1, 1), stride 1, no padding:
+// per image a matrix product y[co, p] = sum_k w[co, k] * x[k, p] (+ bias,
+// activation). Register blocking: kRows output channels x kCols vectors of pixels
+// of accumulators; each step loads kCols vectors of one input channel's row
+// and broadcasts one weight per output channel. The pixel rows of x are read
+// in place (one input channel after the other, a tile of kCols vectors wide,
+// which stays in L1 / L2 while all output channels pass over it); a tile
+// narrower than that at the end of a plane is first copied, zero-padded.
+// A 1 x 1 plane (SE block, head) is one pixel per image: dot products.
+//
+// Every output is one sum in one order whatever the thread count.
+//
+// Entry points (AOT signature, params = inputs then outputs):
+//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid](x, w, b) -> y
+//   DenseBias(x, w, b) -> y        x (N, depth), w (rows, depth): nn.Dense
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "thread_pool.h"
+
+namespace {
+
+using ghost::kLanes;
+using ghost::load;
+using ghost::pool;
+using ghost::splat;
+using ghost::store;
+using ghost::Vec;
+
+// Accumulators kRows x kCols plus kCols inputs and a broadcast weight must fit
+// the vector registers: 32 with AVX-512 (8 x 3 = 24 accumulators), 16 with
+// AVX / AVX2 / SSE (6 x 2 = 12).
+#if defined(__AVX512F__)
+constexpr int kRows = 8, kCols = 3;
+#else
+constexpr int kRows = 6, kCols = 2;
+#endif
+constexpr int kTile = kCols * kLanes;  // pixels per tile
+
+// After the bias. kHardSigmoid: relu6(v + 3) / 6, the SE block's gate (the
+// same float operations as MindSpore's Add, ReLU6 and Div).
+enum Activation { kNone, kRelu, kHardSigmoid };
+
+template <typename T>
+T activate(T v, Activation activation) {
+  const T zero = v - v;
+  if (activation == kRelu) return v > 0.f ? v : zero;
+  if (activation == kHardSigmoid) {
+    v = v + 3.f;
+    v = v > 0.f ? v : zero;
+    v = v < 6.f ? v : zero + 6.f;
+    return v / 6.f;
+  }
+  return v;
+}
+
+thread_local std::vector<float> t_tile;    // a padded vector's or a pixel's column
+thread_local std::vector<float> t_result;  // a padded vector's result
+
+// One matrix product: y (rows x columns, row pitch y_pitch) = w (rows x depth,
+// row pitch depth) * x (depth x columns, row pitch x_pitch) + bias, ReLU.
+struct Product {
+  const float* x;
+  int64_t x_pitch;
+  int64_t columns;
+  const float* w;
+  int depth;
+  int rows;
+  const float* bias;  // nullptr: none
+  Activation activation;
+  float* y;
+  int64_t y_pitch;
+};
+
+// R rows x C vectors at (row, x, y): x readable C vectors wide on `depth` rows.
+template <int R, int C>
+void block(const Product& p, int row, const float* x, int64_t x_pitch, float* y, int64_t y_pitch) {
+  Vec acc[R][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[r][c] = Vec{};
+  const float* w = p.w + (int64_t)row * p.depth;
+  for (int k = 0; k < p.depth; ++k) {
+    const float* xk = x + k * x_pitch;
+    Vec xv[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) xv[c] = load(xk + c * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec wv = splat(w[(int64_t)r * p.depth + k]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[r][c] += wv * xv[c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const Vec b = splat(p.bias ? p.bias[row + r] : 0.f);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      store(y + r * y_pitch + c * kLanes, activate(acc[r][c] + b, p.activation));
+    }
+  }
+}
+
+using BlockFn = void (*)(const Product&, int, const float*, int64_t, float*, int64_t);
+
+template <int C, int... R>
+constexpr std::array<BlockFn, sizeof...(R)> rows_of(std::integer_sequence<int, R...>) {
+  return {&block<R + 1, C>...};
+}
+
+template <int... C>
+constexpr std::array<std::array<BlockFn, kRows>, sizeof...(C)> table_of(
+    std::integer_sequence<int, C...>) {
+  return {rows_of<C + 1>(std::make_integer_sequence<int, kRows>())...};
+}
+
+// kBlocks[C - 1][R - 1] computes R rows x C vectors.
+constexpr auto kBlocks = table_of(std::make_integer_sequence<int, kCols>());
+
+int64_t tiles_of(int64_t columns) { return (columns + kTile - 1) / kTile; }
+
+// Dot products of R weight rows with one contiguous column of x, vectorised
+// along depth: 1 x 1 planes (the SE block, the head: x is (N, depth)) and a
+// plane's last few pixels.
+constexpr int kDotRows = 8;
+
+template <int R>
+void dot_rows(const float* w, int depth, const float* x, float* out) {
+  Vec acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = Vec{};
+  int k = 0;
+  for (; k + kLanes <= depth; k += kLanes) {
+    const Vec xv = load(x + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] += load(w + (int64_t)r * depth + k) * xv;
+  }
+  for (int r = 0; r < R; ++r) {
+    float sum = 0.f;
+    for (int lane = 0; lane < kLanes; ++lane) sum += acc[r][lane];
+    for (int j = k; j < depth; ++j) sum += w[(int64_t)r * depth + j] * x[j];
+    out[r] = sum;
+  }
+}
+
+using DotFn = void (*)(const float*, int, const float*, float*);
+
+template <int... R>
+constexpr std::array<DotFn, sizeof...(R)> dots_of(std::integer_sequence<int, R...>) {
+  return {&dot_rows<R + 1>...};
+}
+
+constexpr auto kDots = dots_of(std::make_integer_sequence<int, kDotRows>());
+
+// Output value of row `row`: bias and activation.
+inline float finish(const Product& p, int row, float v) {
+  return activate(v + (p.bias ? p.bias[row] : 0.f), p.activation);
+}
+
+// A plane's last pixels up to this many go through dot products.
+constexpr int kFewPixels = kLanes / 4;
+
+// Rows [row_begin, row_end) of tile `tile` of the product: its whole vectors
+// in place; the last pixels of a plane (fewer than a vector) one at a time as
+// dot products if they are few (49 = 3 x 16 + 1 pixels at 7x7 with AVX-512),
+// else through a zero-padded vector.
+void tile_rows(const Product& p, int64_t tile, int row_begin, int row_end) {
+  const int64_t first = tile * kTile;
+  const int width = (int)std::min<int64_t>(kTile, p.columns - first);
+  const int vectors = width / kLanes, rest = width % kLanes;
+  const float* x = p.x + first;
+  float* y = p.y + first;
+  for (int row = row_begin; vectors > 0 && row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    kBlocks[vectors - 1][rows - 1](p, row, x, p.x_pitch, y + row * p.y_pitch, p.y_pitch);
+  }
+  if (rest == 0) return;
+  x += vectors * kLanes;
+  y += vectors * kLanes;
+  if (rest <= kFewPixels) {
+    float out[kDotRows];
+    t_tile.resize(p.depth);
+    for (int j = 0; j < rest; ++j) {
+      for (int k = 0; k < p.depth; ++k) t_tile[k] = x[k * p.x_pitch + j];
+      for (int row = row_begin; row < row_end; row += kDotRows) {
+        const int rows = std::min(kDotRows, row_end - row);
+        kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, t_tile.data(), out);
+        for (int r = 0; r < rows; ++r)
+          y[(row + r) * p.y_pitch + j] = finish(p, row + r, out[r]);
+      }
+    }
+    return;
+  }
+  t_tile.assign((size_t)p.depth * kLanes, 0.f);
+  for (int k = 0; k < p.depth; ++k)
+    std::memcpy(t_tile.data() + (size_t)k * kLanes, x + k * p.x_pitch, rest * sizeof(float));
+  t_result.resize((size_t)kRows * kLanes);
+  for (int row = row_begin; row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    kBlocks[0][rows - 1](p, row, t_tile.data(), kLanes, t_result.data(), kLanes);
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(y + (row + r) * p.y_pitch, t_result.data() + (size_t)r * kLanes,
+                  rest * sizeof(float));
+  }
+}
+
+// The products of `images` (each p shifted by x_step / y_step), split into
+// (image, tile, row range) tasks for the pool.
+void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
+  const int64_t tiles = tiles_of(p.columns);
+  const int row_blocks = (p.rows + kRows - 1) / kRows;
+  // Enough tasks for the threads to share (4 per thread of 2); as few row
+  // splits as that allows, since each split reads the tile again.
+  const int splits = (int)std::min<int64_t>(row_blocks, std::max<int64_t>(1, 8 / (images * tiles)));
+  const int rows_per_split = (row_blocks + splits - 1) / splits * kRows;
+  const int64_t tasks = images * tiles * splits;
+  const int64_t cost = images * p.columns * p.rows * (int64_t)p.depth / 4;
+  pool().parallel_for(tasks, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t image = task / (tiles * splits), rest = task % (tiles * splits);
+      Product q = p;
+      q.x += image * x_step;
+      q.y += image * y_step;
+      const int row_begin = (int)(rest % splits) * rows_per_split;
+      tile_rows(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
+    }
+  });
+}
+
+void dot_products(const Product& p, int64_t images) {
+  const int64_t blocks = (p.rows + kDotRows - 1) / kDotRows;
+  pool().parallel_for(blocks, images * p.rows * (int64_t)p.depth / 4, [&](int64_t begin,
+                                                                         int64_t end) {
+    float out[kDotRows];
+    for (int64_t block = begin; block < end; ++block) {
+      const int row = (int)block * kDotRows, rows = std::min(kDotRows, p.rows - row);
+      for (int64_t n = 0; n < images; ++n) {
+        kDots[rows - 1](p.w + (int64_t)row * p.depth, p.depth, p.x + n * p.depth, out);
+        for (int r = 0; r < rows; ++r) {
+          p.y[n * p.rows + row + r] = finish(p, row + r, out[r]);
+        }
+      }
+    }
+  });
+}
+
+template <bool BIAS, Activation ACTIVATION>
+int pointwise(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  const float* bias = BIAS ? static_cast<const float*>(params[2]) : nullptr;
+  float* y = static_cast<float*>(params[BIAS ? 3 : 2]);
+  const int64_t N = shapes[0][0], depth = shapes[0][1], plane = shapes[0][2] * shapes[0][3];
+  const Product p{x, plane, plane, w, (int)depth, (int)shapes[1][0], bias, ACTIVATION, y, plane};
+  if (plane == 1)
+    dot_products(p, N);
+  else
+    run(p, N, depth * plane, p.rows * plane);
+  return 0;
+}
+
+// A fully connected layer, x (N, depth) and w (rows, depth): the classifier.
+int dense_bias(void** params, int64_t** shapes) {
+  const Product p{static_cast<const float*>(params[0]), 1, 1, static_cast<const float*>(params[1]),
+                  (int)shapes[0][1], (int)shapes[1][0], static_cast<const float*>(params[2]),
+                  kNone, static_cast<float*>(params[3]), 1};
+  dot_products(p, shapes[0][0]);
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+int DenseBias(AOT_ARGS) { return dense_bias(params, shapes); }
+int Pointwise(AOT_ARGS) { return pointwise<false, kNone>(params, shapes); }
+int PointwiseRelu(AOT_ARGS) { return pointwise<false, kRelu>(params, shapes); }
+int PointwiseBias(AOT_ARGS) { return pointwise<true, kNone>(params, shapes); }
+int PointwiseBiasRelu(AOT_ARGS) { return pointwise<true, kRelu>(params, shapes); }
+int PointwiseBiasHardSigmoid(AOT_ARGS) { return pointwise<true, kHardSigmoid>(params, shapes); }
+}
