@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from src.data.ade20k import TRAIN_SPLIT, VAL_SPLIT, read_dataset_info, read_pair, scan_split  # noqa: E402
+from src.data.ade20k import (TRAIN_SPLIT, VAL_SPLIT, read_dataset_info, read_pair,  # noqa: E402
+                             scan_split)
 from src.evaluation.segmentation import SegmentationScore  # noqa: E402
 from src.models.losses.segmentation_loss import IGNORE_LABEL  # noqa: E402
 
