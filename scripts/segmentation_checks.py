@@ -149,14 +149,22 @@ def main(argv=None):
     # overfit: train.py's flags (recipe, data, weights) follow "--"
     train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:len(argv) - len(train_argv) - int("--" in argv)])
-    if args.check == "overfit":
-        if not train_argv:
-            parser.error("overfit needs train.py's flags after --, e.g. -- --config_path R.yaml")
-        return overfit(args.steps, train_argv)
-    if not args.data_path:
+    if args.check == "overfit" and not train_argv:
+        parser.error("overfit needs train.py's flags after --, e.g. -- --config_path R.yaml")
+    if args.check != "overfit" and not args.data_path:
         parser.error(f"{args.check} needs --data_path ROOT")
-    return probe(args.data_path, args.pretrained, args.images) if args.check == "probe" \
-        else ceiling(args.data_path)
+    from src.dataset import DatasetError
+    from src.train_utils import ConfigError
+    from src.weights import WeightsError
+    try:
+        if args.check == "overfit":
+            overfit(args.steps, train_argv)
+        elif args.check == "probe":
+            probe(args.data_path, args.pretrained, args.images)
+        else:
+            ceiling(args.data_path)
+    except (ConfigError, DatasetError, WeightsError) as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":
