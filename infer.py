@@ -87,7 +87,7 @@ class Runner:
 
     def __init__(self, checkpoint_path=None, mindir_path=None, model=None, image_size=None,
                  fuse=False, onnx_path=None, info=None, info_source=None):
-        path = checkpoint_path or mindir_path or onnx_path
+        self.path = path = checkpoint_path or mindir_path or onnx_path
         self.info, self.info_source = (info, info_source) if info else read_info(path)
         self.net, self.output_shapes, self.min_input_size = None, None, 1
         if mindir_path:
@@ -96,16 +96,38 @@ class Runner:
             self._load_onnx(onnx_path)
         else:
             self._load_checkpoint(checkpoint_path, model, fuse)
-        if self.fixed_size and image_size not in (None, self.fixed_size):
-            raise InferError(f"{path} takes {self.fixed_size}x{self.fixed_size} images, not "
-                             f"--image_size {image_size}; drop --image_size or re-export")
+        if self.fixed_shape and image_size is not None and (image_size,) * 2 != self.fixed_shape:
+            raise InferError(f"{path} takes {'x'.join(map(str, self.fixed_shape))} (height x "
+                             f"width) images, not --image_size {image_size}; drop --image_size "
+                             "or re-export")
+
+    @property
+    def fixed_size(self):
+        """S of an exported file taking S x S images, None for a checkpoint (any
+        size); an InferError for a non-square export (tasks that need a square
+        input read this; a segmenter reads fixed_shape)."""
+        if self.fixed_shape is None:
+            return None
+        height, width = self.fixed_shape
+        if height != width:
+            raise InferError(f"{self.path} takes {height}x{width} (height x width) images; "
+                             "this model's inference needs a square input: export it with "
+                             "--image_height S --image_width S")
+        return height
+
+    def _set_fixed_shape(self, shape):
+        """(H, W) of an exported file's B x 3 x H x W input."""
+        if len(shape) != 4 or shape[1] != 3 or not all(isinstance(s, int) for s in shape[2:]):
+            raise InferError(f"{self.path} takes input {shape}; expected B x 3 x H x W with a "
+                             "fixed H and W (export it with export.py)")
+        self.fixed_shape = (shape[2], shape[3])
 
     def _load_mindir(self, path):
         import mindspore as ms
-        from src.mindir_infer import load_mindir, mindir_io_shapes, square_image_size
+        from src.mindir_infer import load_mindir, mindir_io_shapes
         ms.set_context(mode=ms.GRAPH_MODE)
-        self.fixed_size = square_image_size(path)
         shape, self.output_shapes = mindir_io_shapes(path)
+        self._set_fixed_shape(list(shape))
         net, self.batch_size = load_mindir(path), shape[0]
         self._run = lambda images: outputs_list(net(ms.Tensor(images)))
         self.summary = f"loaded {path} (MINDIR, input {'x'.join(map(str, shape))})"
@@ -121,10 +143,7 @@ class Runner:
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             raise InferError(f"{path} is not a readable ONNX file ({err})") from None
         shape = session.get_inputs()[0].shape
-        if len(shape) != 4 or shape[2] != shape[3] or not isinstance(shape[2], int):
-            raise InferError(f"{path} takes input {shape}; expected B x 3 x S x S "
-                             "(export it with export.py)")
-        self.fixed_size = shape[2]
+        self._set_fixed_shape(shape)
         self.output_shapes = [output.shape for output in session.get_outputs()]
         self.batch_size = shape[0] if isinstance(shape[0], int) else 8  # dynamic batch axis
         name = session.get_inputs()[0].name
@@ -136,7 +155,7 @@ class Runner:
         from export import build_network
         ms.set_context(mode=ms.GRAPH_MODE)
         net, name, self.summary = build_network(path, model, fuse=fuse, info=self.info)
-        self.net, self.fixed_size, self.batch_size = net, None, 1
+        self.net, self.fixed_shape, self.batch_size = net, None, 1
         self.min_input_size = getattr(net, "min_input_size", 1)
         self._run = lambda images: outputs_list(net(ms.Tensor(images)))
         self.summary += f" into {name}"

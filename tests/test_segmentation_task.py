@@ -20,12 +20,15 @@ import infer
 import train
 from src.data.ade20k import read_dataset_info, read_pair, scan_split
 from src.data.digit_scenes import write_digit_scenes
+from src.data.seg_transforms import eval_image
 from src.evaluation.segmentation import SegmentationScore
 from src.model_info import read_info
 from src.models.losses.segmentation_loss import IGNORE_LABEL
+from src.tasks import InferError, segmentation
 from src.train_utils import ConfigError, lr_schedule
 
 SIZE = 64
+WIDE = 96  # a non-square export's width
 RECIPE = dict(task="segmentation", model="ghostnetv2_100", num_classes=11, pretrained="",
               output_stride=8, aspp_channels=16, aspp_dilations=[1, 2, 3], aux_channels=8,
               image_size=SIZE, train_scale=[SIZE, SIZE], ratio_range=[0.75, 1.5],
@@ -106,6 +109,32 @@ def test_exports_give_the_checkpoints_masks(trained, tmp_path):
     assert masks["ckpt"].shape == (SIZE, SIZE)
     np.testing.assert_array_equal(masks["MINDIR"], masks["ckpt"])
     np.testing.assert_array_equal(masks["ONNX"], masks["ckpt"])
+
+
+def test_non_square_exports_segment_at_their_input_size(trained, tmp_path):
+    """Exports taking 64x96 (height x width) images: infer.py resizes each
+    image to that and the mask back to the image's size, the checkpoint's
+    mask for the same input; a square-only consumer gets an error naming the fix."""
+    image_path = os.path.join(trained.data, "images", "validation", "00001.png")
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    net, _, _ = segmentation.load_network(trained.ckpt, read_info(trained.ckpt)[0])
+    with segmentation.pynative():
+        expected = segmentation.predict_classes(
+            net, eval_image(image, (SIZE, WIDE), keep_ratio=False), image.shape[:2])
+    for source, flag in (("MINDIR", "--mindir_path"), ("ONNX", "--onnx_path")):
+        path = str(tmp_path / f"wide.{source.lower()}")
+        assert run(export.main, "--checkpoint_path", trained.ckpt, "--file_format", source,
+                   "--file_name", path, "--image_height", str(SIZE),
+                   "--image_width", str(WIDE))[0] == 0
+        code, out = run(infer.main, "--image_path", image_path, flag, path, "--output_dir",
+                        str(tmp_path / source))
+        assert code == 0, out
+        mask = np.asarray(Image.open(tmp_path / source / "00001.png"))
+        np.testing.assert_array_equal(mask, expected)
+    runner = infer.Runner(onnx_path=path)
+    assert runner.fixed_shape == (SIZE, WIDE)
+    with pytest.raises(InferError, match="--image_height S --image_width S"):
+        _ = runner.fixed_size
 
 
 def test_recipe_checks_and_poly_schedule(tmp_path):

@@ -383,10 +383,11 @@ def add_infer_arguments(parser):
 
 def infer_input(image, runner, scale):
     """The image as the network takes it: the test resize (keeping the ratio)
-    for a checkpoint; an exported file's fixed (square) input size otherwise."""
-    if runner.fixed_size is None:
+    for a checkpoint; an exported file's fixed input (height, width) otherwise
+    (the mask is resized back to the image's own size)."""
+    if runner.fixed_shape is None:
         return eval_image(image, scale)
-    return eval_image(image, (runner.fixed_size, runner.fixed_size), keep_ratio=False)
+    return eval_image(image, runner.fixed_shape, keep_ratio=False)
 
 
 def overlay(image, classes, palette, names):
