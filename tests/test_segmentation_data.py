@@ -145,3 +145,17 @@ def test_digit_scenes_draw_digits_as_the_classifier_saw_them():
     np.testing.assert_array_equal(label[square] == IGNORE_INDEX, (ink >= 0.15) & (ink < 0.5))
     np.testing.assert_array_equal(label[square] == 0, ink < 0.15)
     assert (label[square] == digit + 1).sum() > 100
+
+
+def test_make_digit_scenes_refuses_bad_digit_sizes(tmp_path, capsys):
+    """make_digit_scenes.py: digits larger than the image, or none per
+    image, are a clear error naming the flags, before anything is written."""
+    from scripts.make_digit_scenes import main
+    for argv, message in ((["--image_size", "60"], "--max_digit <= --image_size"),
+                          (["--min_digit", "40", "--max_digit", "30"],
+                           "--min_digit <= --max_digit"),
+                          (["--max_digits", "0"], "--max_digits must be at least 1")):
+        with pytest.raises(SystemExit):
+            main(["--output", str(tmp_path / "scenes")] + argv)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "scenes").exists()
