@@ -201,11 +201,12 @@ def test_detection_digits_are_drawn_as_the_classifier_saw_them():
     read right by the classification checkpoint only 32-40% of the time and
     the detector fine-tuned from it hardly learnt the classes (AP50 0.085)."""
     from sklearn.datasets import load_digits
-    from src.data.digits_detection import paste_digit
+    from src.data.digit_drawing import paste_digit
+    from src.data.digits_detection import ink_box
     from src.digits import digit_image
     scan = load_digits().images[7]
     canvas = np.full((64, 64, 3), 200.0, np.float32)
-    box = paste_digit(canvas, scan, 10, 20, 30)
+    box = ink_box(paste_digit(canvas, scan, 10, 20, 30), 10, 20)
     expected = np.asarray(digit_image(scan, 30), np.float32)
     np.testing.assert_array_equal(canvas[20:50, 10:40], expected)
     assert canvas[:20].min() == 200.0 and canvas[50:].min() == 200.0  # the rest untouched

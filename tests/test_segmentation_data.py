@@ -115,3 +115,47 @@ def test_train_and_eval_transforms(tmp_path):
                                   (128, 64))
     images, labels, index = next(dataset.create_tuple_iterator(output_numpy=True, num_epochs=1))
     assert images.shape == (1, 3, 64, 85) and labels.shape == (1, 30, 40) and index[0] == 0
+
+
+def test_digit_scenes_draw_digits_as_the_classifier_saw_them():
+    """The digit scenes draw each scan as the classification quick start
+    draws it (src/digits.py's digit_image, opaque on the photo) and label its
+    strokes: blended into the photo in colour, the classifier's features did
+    not tell the digits apart and no run got past "background" (README)."""
+    from sklearn.datasets import load_digits
+    from src.data.digit_scenes import IGNORE_INDEX, make_scene
+    from src.digits import digit_image
+    digits = load_digits()
+    scan, digit = digits.images[7], int(digits.target[7])
+    dark_photo = np.full((90, 120, 3), 20, np.uint8)  # darker than the rim, lighter than 0
+    image, label = make_scene(dark_photo, [scan], [digit], np.random.default_rng(3), 64,
+                              (32, 32), 1)
+    ys, xs = np.nonzero((image != 20).any(-1))  # the digit's square: 0 (black) to 255 (ink)
+    top, left = ys.min(), xs.min()
+    assert (ys.max() - top, xs.max() - left) == (31, 31)
+    square = (slice(top, top + 32), slice(left, left + 32))
+    np.testing.assert_array_equal(image[square], np.asarray(digit_image(scan, 32)))
+    outside = np.ones(label.shape, bool)
+    outside[square] = False
+    assert (label[outside] == 0).all() and (image[outside] == 20).all()
+    ink = image[square][..., 0].astype(np.float32) / 255
+    # strokes (ink >= half) are the digit's class, the faint rim is ignored,
+    # the black square around them is background
+    np.testing.assert_array_equal(label[square] == digit + 1, ink >= 0.5)
+    np.testing.assert_array_equal(label[square] == IGNORE_INDEX, (ink >= 0.15) & (ink < 0.5))
+    np.testing.assert_array_equal(label[square] == 0, ink < 0.15)
+    assert (label[square] == digit + 1).sum() > 100
+
+
+def test_make_digit_scenes_refuses_bad_digit_sizes(tmp_path, capsys):
+    """make_digit_scenes.py: digits larger than the image, or none per
+    image, are a clear error naming the flags, before anything is written."""
+    from scripts.make_digit_scenes import main
+    for argv, message in ((["--image_size", "60"], "--max_digit <= --image_size"),
+                          (["--min_digit", "40", "--max_digit", "30"],
+                           "--min_digit <= --max_digit"),
+                          (["--max_digits", "0"], "--max_digits must be at least 1")):
+        with pytest.raises(SystemExit):
+            main(["--output", str(tmp_path / "scenes")] + argv)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "scenes").exists()

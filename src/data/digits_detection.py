@@ -4,14 +4,11 @@ scikit-image's sample photographs, written as ``ROOT/annotations/
 instances_{train,val}.json`` + ``ROOT/{train,val}/*.png``.
 
 Each image has 0-3 digits (about 5% have none), each digit scaled to a
-random size and drawn as the classification quick start draws it
-(src/digits.py's ``digit_image``: white ink on the scan's black square,
-opaque) over the photo; its box is the extent of the ink. Why the scan's
-square and not ink blended into the photo: blended, coloured ink on a
-textured photo is barely legible at 20-44 pixels, and the classification
-checkpoint the detector starts from read such crops right 32-40% of the
-time (100% for the same digits as drawn here), so a run of minutes learnt
-where the digits are but hardly which they are (AP50 0.085). The digits of the val split are
+random size and drawn as the classification quick start draws it (white
+ink on the scan's black square, opaque; src/data/digit_drawing.py says
+why) over the photo; its box is the extent of the ink. Drawn as ink
+blended into the photo instead, a run of minutes learnt where the digits
+are but hardly which they are (AP50 0.085). The digits of the val split are
 scans no train image uses (the split of src/digits.py). Category ids are
 deliberately not 0-9 or contiguous (primes), as COCO's are not.
 """
@@ -21,7 +18,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from src.digits import digit_image, split_indices
+from src.data.digit_drawing import draw_digits, load_photos, random_crop
+from src.digits import split_indices
 
 CATEGORY_IDS = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # digit d has id CATEGORY_IDS[d]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
@@ -30,62 +28,24 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
 INK_THRESHOLD = 0.25  # alpha above which a pixel counts as ink (the box)
 
 
-def load_photos():
-    import skimage.data
-    photos = []
-    for name in PHOTOS:
-        img = np.asarray(getattr(skimage.data, name)())
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        photos.append(img[..., :3].astype(np.uint8))
-    return photos
-
-
-def random_crop(photo, size, rng):
-    """A random square crop of 1-2.5x size, resized to size x size."""
-    h, w = photo.shape[:2]
-    side = int(min(h, w, rng.uniform(1.0, 2.5) * size))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = Image.fromarray(photo[top:top + side, left:left + side])
-    return np.asarray(crop.resize((size, size), Image.BILINEAR), np.float32)
-
-
-def paste_digit(canvas, pixels, x, y, side):
-    """Draw an 8x8 digit scan (0-16) at (x, y) scaled to side, as the
-    classifier's training images (``digit_image``); returns its ink box
-    [x, y, w, h] or None when too little ink is left."""
-    tile = np.asarray(digit_image(pixels, side), np.float32)
-    canvas[y:y + side, x:x + side] = tile
-    ys, xs = np.nonzero(tile[..., 0] / 255 > INK_THRESHOLD)
+def ink_box(ink, x, y):
+    """[x, y, w, h] of a drawn digit's ink (paste_digit's, drawn at (x, y)),
+    or None when too little ink is left."""
+    ys, xs = np.nonzero(ink > INK_THRESHOLD)
     if not len(xs):
         return None
     return [float(x + xs.min()), float(y + ys.min()), float(xs.max() - xs.min() + 1),
             float(ys.max() - ys.min() + 1)]
 
 
-def _overlaps(box, boxes, margin=2):
-    x, y, w, h = box
-    return any(x < bx + bw + margin and bx < x + w + margin and y < by + bh + margin
-               and by < y + h + margin for bx, by, bw, bh in boxes)
-
-
 def make_image(photos, scans, labels, size, rng, digit_sizes, max_digits=3):
     canvas = random_crop(photos[rng.integers(len(photos))], size, rng)
-    anns, placed = [], []
     count = 0 if rng.random() < 0.05 else int(rng.integers(1, max_digits + 1))
-    for _ in range(count):
-        for _attempt in range(20):
-            side = int(rng.integers(digit_sizes[0], digit_sizes[1] + 1))
-            x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
-            if not _overlaps((x, y, side, side), placed):
-                break
-        else:
-            continue
-        k = int(rng.integers(len(scans)))
-        box = paste_digit(canvas, scans[k], x, y, side)
+    anns = []
+    for x, y, digit, ink in draw_digits(canvas, scans, labels, count, digit_sizes, rng):
+        box = ink_box(ink, x, y)
         if box is not None:
-            placed.append((x, y, side, side))
-            anns.append((box, int(labels[k])))
+            anns.append((box, digit))
     return np.clip(canvas, 0, 255).astype(np.uint8), anns
 
 
@@ -118,7 +78,7 @@ def write_digit_detection(root, num_train=800, num_val=200, size=128, digit_size
     from sklearn.datasets import load_digits
     digits = load_digits()
     train_idx, val_idx = split_indices(digits.target, 0.2, seed)
-    photos = load_photos()
+    photos = load_photos(PHOTOS)
     rng = np.random.default_rng(seed)
     counts = {}
     for split, idx, count in (("train", train_idx, num_train), ("val", val_idx, num_val)):
