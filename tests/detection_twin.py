@@ -126,3 +126,46 @@ def twin_outputs(model, images):
     import torch
     with torch.no_grad():
         return [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(images)))]
+
+
+def flatten_predictions(maps, num_anchors=3):
+    """(N, A*K, H, W) per level -> (N, sum H*W*A, K), mmdetection's
+    permute(0, 2, 3, 1).reshape(N, -1, K), coarsest level first."""
+    import torch
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1] // num_anchors)
+                      for m in maps], 1)
+
+
+def decode(maps, anchor_table, num_anchors=3):
+    """YOLOBBoxCoder.decode in torch, as the port's exported detector returns it:
+    (N, anchors, 5 + C) = x1, y1, x2, y2 (input pixels), sigmoid objectness and
+    class scores. anchor_table: grid_anchors' (anchors, 5) rows."""
+    import torch
+    pred = flatten_predictions(maps, num_anchors)
+    table = torch.from_numpy(anchor_table)
+    centre = (table[:, :2] + table[:, 2:4]) / 2 + (torch.sigmoid(pred[..., 0:2]) - 0.5) \
+        * table[:, 4:5]
+    half = (table[:, 2:4] - table[:, :2]) * torch.exp(pred[..., 2:4]) * 0.5
+    return torch.cat((centre - half, centre + half, torch.sigmoid(pred[..., 4:])), 2)
+
+
+def yolov3_loss(maps, box_targets, labels, num_anchors=3, weights=(1.0, 1.0, 2.0, 2.0)):
+    """The port's YOLOV3Loss in torch (mmdetection's): class, xy BCE and wh MSE on
+    positives, objectness BCE on positives and negatives, summed; weights =
+    (cls, conf, xy, wh). labels: class index, -1 negative, -2 ignored."""
+    import torch
+    import torch.nn.functional as F
+    pred = flatten_predictions(maps, num_anchors)
+    positive = (labels >= 0).float()
+    negative = (labels == -1).float()
+    one_hot = F.one_hot(labels.clamp(min=0).long(), pred.shape[-1] - 5).float()
+    pos = positive.unsqueeze(-1)
+
+    def bce(logits, target):
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    loss_cls = (bce(pred[..., 5:], one_hot) * pos).sum()
+    loss_conf = (bce(pred[..., 4], positive) * (positive + negative)).sum()
+    loss_xy = (bce(pred[..., 0:2], box_targets[..., 0:2]) * pos).sum()
+    loss_wh = (torch.square(pred[..., 2:4] - box_targets[..., 2:4]) * pos).sum()
+    cls_w, conf_w, xy_w, wh_w = weights
+    return cls_w * loss_cls + conf_w * loss_conf + xy_w * loss_xy + wh_w * loss_wh

@@ -10,6 +10,9 @@ same rule, and mmsegmentation-style ASPP / FCN heads in torch.
 - ``TwinDeepLabV3(name, num_classes, output_stride, channels, dilations,
   aux_channels)``: forward(x) -> logits at x's size (eval); ``forward_train``
   -> (main, aux) at the feature resolution.
+- ``realistic_twin(...)``: a twin initialised like a trained network
+  (tests/reference.py's recipe), in eval mode.
+- ``segmentation_loss(main, aux, labels)``: the port's SegmentationLoss in torch.
 - ``twin_state_for_port(twin)``: the twin's weights in the port's parameter
   names (MindSpore BN field names).
 """
@@ -131,3 +134,28 @@ class TwinDeepLabV3(nn.Module):
 def twin_state_for_port(twin):
     """{port parameter name: numpy array} of the twin's weights."""
     return torch_to_mindspore({k: v.numpy() for k, v in twin.state_dict().items()})
+
+
+def realistic_twin(name, num_classes, output_stride, seed=0, calibration_size=(96, 128), **head):
+    """A twin in eval mode that behaves like a trained network: tests/reference.py's
+    init, BatchNorm statistics measured on photographs (at one small size),
+    then perturbed. head: TwinDeepLabV3's channels / dilations / aux_channels."""
+    from tests.reference import _init_like_trained, _perturb_batchnorm_statistics, photos
+    torch.manual_seed(seed)
+    twin = TwinDeepLabV3(name, num_classes, output_stride, **head)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        _init_like_trained(twin, generator)
+        twin.train()(torch.from_numpy(photos(6, calibration_size)))
+        _perturb_batchnorm_statistics(twin, generator)
+    return twin.eval()
+
+
+def segmentation_loss(main_logits, aux_logits, labels, aux_weight=0.4, ignore_index=-100):
+    """The port's SegmentationLoss: cross entropy over labelled pixels of the
+    logits resized to the labels (bilinear), plus aux_weight x the auxiliary's."""
+    def pixel_loss(logits):
+        logits = F.interpolate(logits, size=labels.shape[1:], mode="bilinear",
+                               align_corners=False)
+        return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+    return pixel_loss(main_logits) + aux_weight * pixel_loss(aux_logits)

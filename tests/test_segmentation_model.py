@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from reference import _init_like_trained, _perturb_batchnorm_statistics, photos
+from reference import photos
 from src.ghostnetv2 import create_model
 from src.models.segmentors.deeplabv3 import DeepLabV3, segmentation_backbone
 from src.pretrained import load_backbone_weights
@@ -26,18 +26,8 @@ def port_segmentor(model, output_stride, num_classes=NUM_CLASSES, **head):
 
 
 def realistic_twin(output_stride, seed=0):
-    import torch
-    from segmentation_twin import TwinDeepLabV3
-    torch.manual_seed(seed)
-    twin = TwinDeepLabV3("ghostnetv2_100", NUM_CLASSES, output_stride, **SMALL_HEAD)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        _init_like_trained(twin, generator)
-        # BatchNorm statistics measured on photographs (reference.py's recipe,
-        # at one small size to keep the test short), then perturbed.
-        twin.train()(torch.from_numpy(photos(6, (96, 128))))
-        _perturb_batchnorm_statistics(twin, generator)
-    return twin.eval()
+    from segmentation_twin import realistic_twin as twin_of
+    return twin_of("ghostnetv2_100", NUM_CLASSES, output_stride, seed, **SMALL_HEAD)
 
 
 @pytest.mark.parametrize("output_stride", [8, 32])
