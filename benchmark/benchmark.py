@@ -5,6 +5,9 @@
     .venv/bin/python benchmark/benchmark.py --sections inference --widths 1.0
     .venv/bin/python benchmark/benchmark.py --profile       # where the port's time goes
     .venv/bin/python benchmark/benchmark.py --quick --load 2  # the same beside 2 busy processes
+    .venv/bin/python benchmark/benchmark.py --sections detection segmentation --widths 1.0
+                                              # the dense models (not in the default sections:
+                                              # ~10 minutes at width 1.0)
 
 Sections (224x224 float32 unless said, every framework on --threads threads):
 - inference: latency at batch 1 and throughput at batch 32 of
@@ -22,6 +25,19 @@ Sections (224x224 float32 unless said, every framework on --threads threads):
   batch 32 x 224 and with the digits recipe (batch 64 x 64x64, 10 classes),
   the port's train.py step (mindcv TrainStep) against timm + torch.optim.SGD,
   each in its own process, with its peak resident memory.
+- detection, segmentation (only when named: slow): the dense models at their
+  recipe's size (config/yolov3_ghostnetv2_100_coco.yaml: 320x320, batch 1
+  latency and batch 8 images/s; config/deeplabv3_ghostnetv2_100_ade20k.yaml:
+  512x512, output stride 8, batch 1 latency) with the engines ms-mindir,
+  ms-mindir-portable, ort-port (the exported network with its box decoding /
+  final resize, as export.py writes it) and torch-twin (tests/detection_twin.py,
+  tests/segmentation_twin.py: timm's backbone + the same neck and heads in
+  torch), all on the twin's random weights (BatchNorm statistics randomised),
+  the outputs of every engine checked against the twin's (1e-4 of the largest)
+  before timing; then one training step of the port (train.py's: the recipe's
+  loss, SGD momentum) against the twin with the same loss in torch
+  (detector 320 batch 8; segmenter 384 batch 2, and 512 batch 2 where the
+  free memory allows it), with peak resident memory.
 - data: src/dataset.py's training pipeline (decode + augment + batch, workers
   chosen automatically) on generated JPEG photographs (ImageNet recipe) and
   on the digits PNGs (digits recipe), images per second.
@@ -68,6 +84,20 @@ INFERENCE_ENGINES = ("ms-cell", "ms-mindir", "ms-mindir-portable", "torch-eager"
                      "ort-timm")
 WORKER_OF_ENGINE = {"ms-cell": "ms", "ms-mindir": "ms", "ms-mindir-portable": "ms",
                     "torch-eager": "torch", "ort-port": "ort", "ort-timm": "ort"}
+# The dense models at their recipe's size: inference batches (the first for
+# latency, a second for throughput) and training (image size, batch,
+# resident memory MindSpore needs in GB: a case is skipped, saying so, where
+# less is free; the 512 figure was measured: MindSpore 16.6 GB, PyTorch 3.8).
+DENSE = {
+    "detection": {"recipe": "yolov3_ghostnetv2_100_coco.yaml", "size": 320, "batches": (1, 8),
+                  "train": ((320, 8, 6), )},
+    "segmentation": {"recipe": "deeplabv3_ghostnetv2_100_ade20k.yaml", "size": 512,
+                     "batches": (1, ), "train": ((384, 2, 10), (512, 2, 18))},
+}
+DENSE_ENGINES = ("ms-mindir", "ms-mindir-portable", "torch-twin", "ort-port")
+WORKER_OF_DENSE_ENGINE = {"ms-mindir": "ms-dense", "ms-mindir-portable": "ms-dense",
+                          "torch-twin": "torch-dense", "ort-port": "ort"}
+DENSE_TOLERANCE = 1e-4
 
 
 def parse_args(argv=None):
@@ -76,7 +106,9 @@ def parse_args(argv=None):
     parser.add_argument("--widths", nargs="+", default=None, choices=list(WIDTHS),
                         help="default: all three (--quick: 1.0)")
     parser.add_argument("--sections", nargs="+", default=["inference", "train", "data"],
-                        choices=["inference", "train", "data"])
+                        choices=["inference", "train", "data"] + list(DENSE),
+                        help="default: inference train data; detection and segmentation (the "
+                             "dense models, about 10 minutes) run only when named")
     parser.add_argument("--quick", action="store_true",
                         help="width 1.0 only, fewer rounds and calls (about 5 minutes in all)")
     parser.add_argument("--runs", type=int, default=None,
@@ -87,7 +119,8 @@ def parse_args(argv=None):
                              "(the ratios on a machine whose cores are shared)")
     parser.add_argument("--output", default=None, help="also write the report to this file")
     parser.add_argument("--profile", action="store_true",
-                        help="instead: MindSpore profiler op-type table of the port (width 1.0)")
+                        help="instead: MindSpore profiler op-type table of the port (width 1.0; "
+                             "with --sections detection / segmentation: of the dense models)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -134,6 +167,17 @@ def set_mindspore_threads(threads):
     ms.device_context.cpu.op_tuning.threads_num(threads)
     from src.cpu_kernels import set_num_threads
     set_num_threads(threads)
+
+
+def as_arrays(outputs):
+    """An engine's outputs (a Tensor, an array, a list of them) as numpy arrays."""
+    if isinstance(outputs, (list, tuple)):
+        return [a for o in outputs for a in as_arrays(o)]
+    return [outputs.asnumpy() if hasattr(outputs, "asnumpy") else np.asarray(outputs)]
+
+
+def first_output(outputs):
+    return as_arrays(outputs)[0]
 
 
 def timed_calls(run, calls):
@@ -216,21 +260,22 @@ def onnxruntime_options(threads):
 
 
 class OnnxRuntimeInference:
+    """config["onnx"]: {engine: ONNX file}, each run at config's batches and size."""
+
     def __init__(self, config):
         import onnxruntime as ort
         options = onnxruntime_options(config["threads"])
-        self.sessions = {
-            "ort-port": ort.InferenceSession(config["port_onnx"], options,
-                                             providers=["CPUExecutionProvider"]),
-            "ort-timm": ort.InferenceSession(config["timm_onnx"], options,
-                                             providers=["CPUExecutionProvider"]),
-        }
-        self.arrays = {b: inputs(b) for b in (LATENCY_BATCH, THROUGHPUT_BATCH)}
+        self.sessions = {engine: ort.InferenceSession(path, options,
+                                                      providers=["CPUExecutionProvider"])
+                         for engine, path in config["onnx"].items()}
+        size = config.get("size", IMAGE_SIZE)
+        self.arrays = {b: inputs(b, size) for b in config.get("batches", (LATENCY_BATCH,
+                                                                          THROUGHPUT_BATCH))}
 
     def callable(self, engine, batch):
         session = self.sessions[engine]
         feed = {session.get_inputs()[0].name: self.arrays[batch]}
-        return lambda: session.run(None, feed)[0]
+        return lambda: session.run(None, feed)
 
 
 class FileInference:
@@ -257,16 +302,24 @@ class FileInference:
         return self.run
 
 
+def recipe_config(recipe, **overrides):
+    """A recipe in config/ as train.py reads it (every key its task knows, with
+    train.py's defaults), without the data checks; overrides set keys after."""
+    from src.model_utils.config import get_config
+    from src.tasks import get_task, task_name
+    from train import recipe_task, train_defaults
+    argv = ["--config_path", os.path.join(ROOT, "config", recipe)]
+    task = get_task(task_name({"task": recipe_task(argv)}))
+    config = get_config("benchmark", argv, extra_defaults=train_defaults(task), strict=True)
+    config.update(overrides, device_target="CPU")
+    return config
+
+
 def train_config(case):
     """The digits recipe's optimisation (momentum SGD) at this case's size and batch."""
-    from src.model_utils.config import get_config
-    name, size, batch, classes = case
-    config = get_config("benchmark", argv=["--config_path",
-                                           os.path.join(ROOT, "config",
-                                                        "ghostnetv2_100_digits.yaml")])
-    config.image_size, config.batch_size, config.num_classes = size, batch, classes
-    config.device_target = "CPU"
-    return config
+    _, size, batch, classes = case
+    return recipe_config("ghostnetv2_100_digits.yaml", image_size=size, batch_size=batch,
+                         num_classes=classes)
 
 
 class MindSporeTraining:
@@ -323,8 +376,205 @@ class TorchTraining:
         return float(loss)
 
 
+# ---------------------------------------------------------------- dense models
+
+def dense_recipe(section, model, **overrides):
+    return recipe_config(DENSE[section]["recipe"], model=model, pretrained="", **overrides)
+
+
+def dense_eval_network(section, model, params=None):
+    """The exported network of a dense recipe (detector with its box decoding,
+    segmenter with its final resize), weights loaded, BatchNorm folded: what
+    export.py --fuse_bn writes."""
+    from src.fuse import fuse_bn
+    from src.tasks import get_task
+    from src.weights import load_params
+    net = get_task(section).create_eval_network(dense_recipe(section, model))
+    if params is not None:
+        load_params(net, params, "the PyTorch twin's weights")
+    net.set_train(False)
+    return fuse_bn(net)
+
+
+def twin_network(section, model, seed=0):
+    """The PyTorch twin of a dense recipe, in eval mode, initialised like a
+    trained network, BatchNorm statistics randomised."""
+    if section == "detection":
+        from tests.detection_twin import twin
+        return twin(model, dense_recipe(section, model).num_classes, seed)
+    from tests.segmentation_twin import realistic_twin
+    config = dense_recipe(section, model)
+    return realistic_twin(model, config.num_classes, config.output_stride, seed,
+                          channels=config.aspp_channels, dilations=tuple(config.aspp_dilations),
+                          aux_channels=config.aux_channels)
+
+
+def twin_port_state(section, twin):
+    if section == "detection":
+        from tests.detection_twin import port_state
+        return port_state(twin)
+    from tests.segmentation_twin import twin_state_for_port
+    return twin_state_for_port(twin)
+
+
+class TwinInference:
+    """The PyTorch twin in eager mode (torch.no_grad); writes its weights for the
+    port (config["tmp"]/port_weights.npz). The detector's twin decodes its boxes
+    as the exported detector does."""
+
+    def __init__(self, config):
+        import torch
+        torch.set_num_threads(config["threads"])
+        self.torch = torch
+        section, size = config["section"], config["size"]
+        self.model = twin_network(section, config["model"])
+        self.port_weights = os.path.join(config["tmp"], "port_weights.npz")
+        np.savez(self.port_weights, **twin_port_state(section, self.model))
+        self.tensors = {b: torch.from_numpy(inputs(b, size)) for b in config["batches"]}
+        self.decode = None
+        if section == "detection":
+            from src.models.heads.yolov3_head import STRIDES, grid_anchors
+            from src.tasks.detection import anchors_of
+            from tests.detection_twin import decode
+            table = grid_anchors(anchors_of(dense_recipe(section, config["model"])), STRIDES,
+                                 size, size)
+            self.decode = lambda maps: decode(maps, table)
+
+    def callable(self, engine, batch):
+        x = self.tensors[batch]
+
+        def run():
+            with self.torch.no_grad():
+                out = self.model(x)
+                return (self.decode(out) if self.decode else out).numpy()
+        return run
+
+
+class MindSporeDenseInference:
+    """The port's dense network exported as export.py writes it: MINDIR with the
+    CPU kernels, portable MINDIR (one per batch), ONNX (batch axis free)."""
+
+    def __init__(self, config):
+        import mindspore as ms
+        from export import export_network
+        from src.mindir_infer import load_mindir
+        from src.tasks import get_task
+        set_mindspore_threads(config["threads"])
+        section, size = config["section"], config["size"]
+        with np.load(config["port_weights"]) as weights:
+            params = {k: weights[k] for k in weights.files}
+        net = dense_eval_network(section, config["model"], params)
+        self.tensors = {b: ms.Tensor(inputs(b, size)) for b in config["batches"]}
+        self.engines = {"ms-mindir": {}, "ms-mindir-portable": {}}
+        for batch in self.tensors:
+            for engine, kernels in (("ms-mindir", True), ("ms-mindir-portable", False)):
+                path = os.path.join(config["tmp"], f"{section}_{engine}_b{batch}.mindir")
+                export_network(net, "MINDIR", path, batch, size, size, cpu_kernels=kernels)
+                self.engines[engine][batch] = load_mindir(path)
+        if section == "segmentation":
+            net.matmul_resize = True  # as export.py does for ONNX (no bilinear resize there)
+        self.onnx_path = os.path.join(config["tmp"], f"{section}.onnx")
+        export_network(net, "ONNX", self.onnx_path, 1, size, size,
+                       output_names=get_task(section).OUTPUT_NAMES)
+
+    def callable(self, engine, batch):
+        cell, x = self.engines[engine][batch], self.tensors[batch]
+        return lambda: cell(x).asnumpy()
+
+
+def dense_training_batch(section, config):
+    """One training batch of the recipe's shape: images, then detection targets
+    (boxes assigned as the data pipeline does) or a label map with ignored pixels."""
+    rng = np.random.default_rng(0)
+    batch, size = config.batch_size, config.image_size
+    images = inputs(batch, size)
+    if section == "segmentation":
+        from src.models.losses.segmentation_loss import IGNORE_LABEL
+        labels = rng.integers(0, config.num_classes, (batch, size, size)).astype(np.int32)
+        labels[:, : size // 8] = IGNORE_LABEL
+        return images, labels
+    from src.models.heads.yolov3_head import STRIDES, grid_anchors
+    from src.models.losses.yolov3_loss import assign_targets
+    from src.tasks.detection import anchors_of
+    table = grid_anchors(anchors_of(config), STRIDES, size, size)
+    targets = []
+    for _ in range(batch):
+        corner = rng.uniform(0, size * 0.6, (4, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(16, size * 0.4, (4, 2))], 1)
+        targets.append(assign_targets(table, np.minimum(boxes, size),
+                                      rng.integers(0, config.num_classes, 4),
+                                      np.zeros(4, bool), size, size))
+    return (images, np.stack([t[0] for t in targets]), np.stack([t[1] for t in targets]))
+
+
+class MindSporeDenseTraining:
+    """train.py's step of a dense recipe: the task's train step (its loss, clip,
+    momentum SGD of the recipe) at config's size and batch."""
+
+    def __init__(self, config):
+        import mindspore as ms
+        from src.tasks import get_task
+        from src.train_utils import create_optimizer
+        set_mindspore_threads(config["threads"])
+        section = config["section"]
+        recipe = dense_recipe(section, config["model"], image_size=config["size"],
+                              batch_size=config["batch"])
+        task = get_task(section)
+        net = task.build_network(recipe)
+        optimizer = create_optimizer(net, recipe, [recipe.lr] * 1000)
+        self.step = task.create_train_step(net, recipe, optimizer)
+        self.batch = [ms.Tensor(a) for a in dense_training_batch(section, recipe)]
+        self.rss_before = current_rss_mb()
+
+    def run(self):
+        return float(self.step(*self.batch).asnumpy())
+
+
+class TorchDenseTraining:
+    """The twin in train mode with the port's loss in torch (tests/*_twin.py),
+    torch momentum SGD with the recipe's lr, momentum and weight decay (every
+    parameter decayed, as the recipes say), the detector's gradient clip."""
+
+    def __init__(self, config):
+        import torch
+        torch.set_num_threads(config["threads"])
+        self.torch = torch
+        section = self.section = config["section"]
+        recipe = dense_recipe(section, config["model"], image_size=config["size"],
+                              batch_size=config["batch"])
+        self.model = twin_network(section, config["model"]).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=recipe.lr,
+                                         momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)
+        self.clip = recipe.clip_grad if section == "detection" else 0
+        self.weights = ((recipe.cls_weight, recipe.conf_weight, recipe.xy_weight,
+                         recipe.wh_weight) if section == "detection" else recipe.aux_weight)
+        self.batch = [torch.from_numpy(a) for a in dense_training_batch(section, recipe)]
+        self.rss_before = current_rss_mb()
+
+    def loss(self):
+        if self.section == "detection":
+            from tests.detection_twin import yolov3_loss
+            images, box_targets, labels = self.batch
+            return yolov3_loss(self.model(images), box_targets, labels, weights=self.weights)
+        from tests.segmentation_twin import segmentation_loss
+        images, labels = self.batch
+        return segmentation_loss(*self.model.forward_train(images), labels, self.weights)
+
+    def run(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss()
+        loss.backward()
+        if self.clip:
+            self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        return float(loss)
+
+
 WORKERS = {"ms": MindSporeInference, "torch": TorchInference, "ort": OnnxRuntimeInference,
-           "ms-train": MindSporeTraining, "torch-train": TorchTraining, "file": FileInference}
+           "ms-train": MindSporeTraining, "torch-train": TorchTraining, "file": FileInference,
+           "ms-dense": MindSporeDenseInference, "torch-dense": TwinInference,
+           "ms-dense-train": MindSporeDenseTraining, "torch-dense-train": TorchDenseTraining}
 
 
 def worker_main(kind, config_json):
@@ -335,7 +585,7 @@ def worker_main(kind, config_json):
         reply({"error": f"{kind} worker setup failed: {type(err).__name__}: {err}"})
         raise
     setup = {}
-    for attr in ("onnx_path", "kernel_layers", "rss_before"):
+    for attr in ("onnx_path", "kernel_layers", "rss_before", "port_weights"):
         if hasattr(worker, attr):
             setup[attr] = getattr(worker, attr)
     reply(setup)
@@ -344,8 +594,12 @@ def worker_main(kind, config_json):
         if command["cmd"] == "quit":
             break
         if command["cmd"] == "logits":
-            logits = worker.callable(command["engine"], LATENCY_BATCH)()
+            logits = first_output(worker.callable(command["engine"], LATENCY_BATCH)())
             reply({"logits": np.asarray(logits).tolist()})
+        elif command["cmd"] == "outputs":  # large: through a file
+            outputs = worker.callable(command["engine"], command["batch"])()
+            np.savez(command["path"], *as_arrays(outputs))
+            reply({"path": command["path"]})
         elif command["cmd"] == "infer":
             run = worker.callable(command["engine"], command["batch"])
             reply({"times": timed_calls(run, command["calls"])})
@@ -507,12 +761,13 @@ def run_inference(width, args, tmp):
     make_reference_weights(model, weights)
     base = {"model": model, "weights": weights, "threads": args.threads, "tmp": tmp}
     log(f"{model}: starting workers (exports, compiles)")
-    workers, busy = {}, []
+    workers = {}
     try:
         workers["ms"] = Worker("ms", base)
         workers["torch"] = Worker("torch", base)
-        workers["ort"] = Worker("ort", dict(base, port_onnx=workers["ms"].setup["onnx_path"],
-                                            timm_onnx=workers["torch"].setup["onnx_path"]))
+        workers["ort"] = Worker("ort", dict(base, onnx={
+            "ort-port": workers["ms"].setup["onnx_path"],
+            "ort-timm": workers["torch"].setup["onnx_path"]}))
         by_engine = {engine: workers[WORKER_OF_ENGINE[engine]] for engine in INFERENCE_ENGINES}
         reference = np.asarray(by_engine["torch-eager"].ask(cmd="logits",
                                                            engine="torch-eager")["logits"])
@@ -522,36 +777,132 @@ def run_inference(width, args, tmp):
             agreement[engine] = float(np.abs(logits - reference).max() / np.abs(reference).max())
         log(f"{model}: logits vs timm (max |diff| / max |logit|): "
             + ", ".join(f"{k} {v:.1e}" for k, v in agreement.items()))
-        calls = 5 if args.quick else 10
-        for engine in INFERENCE_ENGINES:  # warm-up: compile, caches, thread pools
-            by_engine[engine].ask(cmd="infer", engine=engine, batch=LATENCY_BATCH, calls=3)
-            by_engine[engine].ask(cmd="infer", engine=engine, batch=THROUGHPUT_BATCH, calls=1)
-        busy = busy_processes(args.load)
-        log(f"{model}: batch {LATENCY_BATCH} latency, {args.runs} rounds x {calls} calls")
-        latency = interleaved(by_engine, INFERENCE_ENGINES, args.runs, lambda e, w: w.ask(
-            cmd="infer", engine=e, batch=LATENCY_BATCH, calls=calls)["times"])
-        log(f"{model}: batch {THROUGHPUT_BATCH} throughput, {args.runs} rounds")
-        throughput = interleaved(by_engine, INFERENCE_ENGINES, args.runs, lambda e, w: w.ask(
-            cmd="infer", engine=e, batch=THROUGHPUT_BATCH, calls=1)["times"][0])
+        rows = time_engines(by_engine, INFERENCE_ENGINES, (LATENCY_BATCH, THROUGHPUT_BATCH),
+                            5 if args.quick else 10, args, model)
         setup = {"kernel_layers": workers["ms"].setup.get("kernel_layers")}
     finally:
-        stop_processes(busy)
         for worker in workers.values():
             worker.close()
-    rows = {}
     for engine in INFERENCE_ENGINES:
+        rows[engine]["agreement"] = agreement[engine]
+    return {"model": model, "rows": rows, "setup": setup}
+
+
+def time_engines(by_engine, engines, batches, calls, args, name):
+    """Warm every engine up, then time them in turns (with --load busy processes
+    beside them): batches[0] latency (`calls` calls a round), batches[1] (if
+    any) throughput (one call a round). Returns {engine: statistics}."""
+    for engine in engines:  # warm-up: compile, caches, thread pools
+        by_engine[engine].ask(cmd="infer", engine=engine, batch=batches[0], calls=3)
+        for batch in batches[1:]:
+            by_engine[engine].ask(cmd="infer", engine=engine, batch=batch, calls=1)
+    busy = busy_processes(args.load)
+    try:
+        log(f"{name}: batch {batches[0]} latency, {args.runs} rounds x {calls} calls")
+        latency = interleaved(by_engine, engines, args.runs, lambda e, w: w.ask(
+            cmd="infer", engine=e, batch=batches[0], calls=calls)["times"])
+        throughput = {}
+        if len(batches) > 1:
+            log(f"{name}: batch {batches[1]} throughput, {args.runs} rounds")
+            throughput = interleaved(by_engine, engines, args.runs, lambda e, w: w.ask(
+                cmd="infer", engine=e, batch=batches[1], calls=1)["times"][0])
+    finally:
+        stop_processes(busy)
+    rows = {}
+    for engine in engines:
         all_calls = [t for round_times in latency[engine] for t in round_times]
-        images_per_s = [THROUGHPUT_BATCH / t for t in throughput[engine]]
         rows[engine] = {
             "latency_ms": 1e3 * float(np.median(all_calls)),
             "latency_p25": 1e3 * percentile(all_calls, 25),
             "latency_p75": 1e3 * percentile(all_calls, 75),
             "latency_best": 1e3 * float(min(all_calls)),
-            "ips": float(np.median(images_per_s)),
-            "ips_min": float(min(images_per_s)), "ips_max": float(max(images_per_s)),
-            "agreement": agreement[engine],
         }
-    return {"model": model, "rows": rows, "setup": setup}
+        if throughput:
+            images_per_s = [batches[1] / t for t in throughput[engine]]
+            rows[engine].update(ips=float(np.median(images_per_s)),
+                                ips_min=float(min(images_per_s)),
+                                ips_max=float(max(images_per_s)))
+    return rows
+
+
+def output_agreement(by_engine, engines, reference_engine, batch, tmp):
+    """max |outputs - reference's| / max |reference| per engine, over every output."""
+    def outputs(engine):
+        path = os.path.join(tmp, f"outputs_{engine}.npz")
+        by_engine[engine].ask(cmd="outputs", engine=engine, batch=batch, path=path)
+        with np.load(path) as saved:
+            return [saved[k] for k in saved.files]
+    reference = outputs(reference_engine)
+    scale = max(float(np.abs(r).max()) for r in reference)
+    agreement = {}
+    for engine in engines:
+        got = outputs(engine)
+        if [g.shape for g in got] != [r.shape for r in reference]:
+            raise RuntimeError(f"{engine}: output shapes {[g.shape for g in got]} differ from "
+                               f"{reference_engine}'s {[r.shape for r in reference]}")
+        agreement[engine] = max(float(np.abs(g - r).max()) for g, r in zip(got, reference)) / scale
+    return agreement
+
+
+def run_dense_inference(section, width, args, tmp):
+    """The dense model's engines, outputs checked against the twin, then timed."""
+    spec, model = DENSE[section], WIDTHS[width]
+    base = {"section": section, "model": model, "size": spec["size"],
+            "batches": list(spec["batches"]), "threads": args.threads, "tmp": tmp}
+    log(f"{section} {model}: starting workers (twin, exports, compiles)")
+    workers = {}
+    try:
+        workers["torch-dense"] = Worker("torch-dense", base)
+        workers["ms-dense"] = Worker("ms-dense", dict(
+            base, port_weights=workers["torch-dense"].setup["port_weights"]))
+        workers["ort"] = Worker("ort", dict(base, onnx={
+            "ort-port": workers["ms-dense"].setup["onnx_path"]}))
+        by_engine = {e: workers[WORKER_OF_DENSE_ENGINE[e]] for e in DENSE_ENGINES}
+        agreement = output_agreement(by_engine, DENSE_ENGINES, "torch-twin", spec["batches"][0],
+                                     tmp)
+        log(f"{section}: outputs vs the twin (max |diff| / max |output|): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in agreement.items()))
+        wrong = {k: v for k, v in agreement.items() if v > DENSE_TOLERANCE}
+        if wrong:
+            raise RuntimeError(f"{section}: outputs differ from the PyTorch twin's by more than "
+                               f"{DENSE_TOLERANCE:g} of the largest output: {wrong}; the timings "
+                               "would compare different networks")
+        calls = 3 if section == "segmentation" or args.quick else 10
+        rows = time_engines(by_engine, DENSE_ENGINES, spec["batches"], calls, args,
+                            f"{section} {model}")
+    finally:
+        for worker in workers.values():
+            worker.close()
+    for engine in DENSE_ENGINES:
+        rows[engine]["agreement"] = agreement[engine]
+    return {"section": section, "model": model, "rows": rows}
+
+
+def free_memory_gb():
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024.0 ** 2
+    return float("inf")
+
+
+def run_dense_training(section, args, tmp):
+    """One training step of the port against the twin, each in its own worker."""
+    results = []
+    steps = 1 if args.quick or section == "segmentation" else 2
+    for size, batch, needs_gb in DENSE[section]["train"]:
+        name = f"{section} {size}px batch {batch}"
+        free = free_memory_gb()
+        if free < needs_gb:
+            log(f"training {name}: skipped, {free:.1f} GB free < {needs_gb} GB needed")
+            results.append({"case": name, "skipped": f"skipped: {free:.1f} GB of memory free, "
+                                                     f"MindSpore needs about {needs_gb} GB"})
+            continue
+        base = {"section": section, "model": WIDTHS["1.0"], "size": size, "batch": batch,
+                "threads": args.threads, "tmp": tmp}
+        results.append(dict(train_rounds(base, ("ms-dense-train", "torch-dense-train"), steps,
+                                         args, name), case=name))
+    return results
 
 
 def run_training(args, tmp):
@@ -559,38 +910,42 @@ def run_training(args, tmp):
     steps = 1 if args.quick else 2
     for case_index, case in enumerate(TRAIN_CASES):
         name = case[0]
-        base = {"model": WIDTHS["1.0"], "threads": args.threads, "tmp": tmp, "case": case_index}
-        log(f"training {name}: starting workers")
-        workers, busy = {}, []
-        try:
-            workers["ms-train"] = Worker("ms-train", base)
-            workers["torch-train"] = Worker("torch-train", base)
-            engines = list(workers)
-            for engine in engines:  # warm-up: compile, allocate
-                workers[engine].ask(cmd="train", steps=steps)
-            busy = busy_processes(args.load)
-            log(f"training {name}: {args.runs} rounds x {steps} steps")
-            last = {}
-
-            def measure(engine, worker):
-                answer = worker.ask(cmd="train", steps=steps)
-                last[engine] = answer
-                return answer["times"]
-            times = interleaved(workers, engines, args.runs, measure)
-        finally:
-            stop_processes(busy)
-            for worker in workers.values():
-                worker.close()
-        batch = case[2]
-        rows = {}
-        for engine in engines:
-            per_round = [batch / float(np.median(t)) for t in times[engine]]
-            rows[engine] = {"ips": float(np.median(per_round)), "ips_min": min(per_round),
-                            "ips_max": max(per_round),
-                            "peak_rss_mb": last[engine]["peak_rss_mb"],
-                            "rss_before_mb": workers[engine].setup.get("rss_before")}
-        results.append({"case": name, "rows": rows})
+        base = {"model": WIDTHS["1.0"], "threads": args.threads, "tmp": tmp, "case": case_index,
+                "batch": case[2]}
+        results.append(dict(train_rounds(base, ("ms-train", "torch-train"), steps, args, name),
+                            case=name))
     return results
+
+
+def train_rounds(base, kinds, steps, args, name):
+    """Training images/s of each worker kind (its own process), in turns."""
+    log(f"training {name}: starting workers")
+    workers, busy = {}, []
+    try:
+        for kind in kinds:
+            workers[kind] = Worker(kind, base)
+        for kind in kinds:  # warm-up: compile, allocate
+            workers[kind].ask(cmd="train", steps=steps)
+        busy = busy_processes(args.load)
+        log(f"training {name}: {args.runs} rounds x {steps} steps")
+        last = {}
+
+        def measure(kind, worker):
+            answer = worker.ask(cmd="train", steps=steps)
+            last[kind] = answer
+            return answer["times"]
+        times = interleaved(workers, kinds, args.runs, measure)
+    finally:
+        stop_processes(busy)
+        for worker in workers.values():
+            worker.close()
+    rows = {}
+    for kind in kinds:
+        per_round = [base["batch"] / float(np.median(t)) for t in times[kind]]
+        rows[kind] = {"ips": float(np.median(per_round)), "ips_min": min(per_round),
+                      "ips_max": max(per_round), "peak_rss_mb": last[kind]["peak_rss_mb"],
+                      "rss_before_mb": workers[kind].setup.get("rss_before")}
+    return {"rows": rows}
 
 
 def make_photo_folder(root, count=128, classes=4):
@@ -716,22 +1071,71 @@ def inference_table(result):
     return lines
 
 
-def training_table(results):
-    lines = ["#### Training step (forward, loss, backward, momentum SGD), ghostnetv2_100", "",
+TRAIN_LABELS = {"ms-train": "this port, MindSpore (train.py step)",
+                "torch-train": "timm, PyTorch eager",
+                "ms-dense-train": "this port, MindSpore (train.py step)",
+                "torch-dense-train": "PyTorch twin, eager, the same loss"}
+
+
+def training_table(results, title="ghostnetv2_100", digits=1):
+    lines = [f"#### Training step (forward, loss, backward, momentum SGD), {title}", "",
              "| case | engine | images/s: median (min-max) | x PyTorch: median, best | "
              "peak RSS MB | RSS before training MB |", "|---|---|---|---|---|---|"]
-    labels = {"ms-train": "this port, MindSpore (train.py step)",
-              "torch-train": "timm, PyTorch eager"}
     for result in results:
+        if "skipped" in result:
+            lines.append(f"| {result['case']} | {result['skipped']} | | | | |")
+            continue
         rows = result["rows"]
+        torch = next(row for kind, row in rows.items() if kind.startswith("torch"))
         for engine, row in rows.items():
-            ratio = row["ips"] / rows["torch-train"]["ips"]
-            best = row["ips_max"] / rows["torch-train"]["ips_max"]
-            lines.append(f"| {result['case']} | {labels[engine]} | {row['ips']:.1f} "
-                         f"({row['ips_min']:.1f}-{row['ips_max']:.1f}) | {ratio:.2f}x, "
+            ratio = row["ips"] / torch["ips"]
+            best = row["ips_max"] / torch["ips_max"]
+            lines.append(f"| {result['case']} | {TRAIN_LABELS[engine]} | {row['ips']:.{digits}f} "
+                         f"({row['ips_min']:.{digits}f}-{row['ips_max']:.{digits}f}) | "
+                         f"{ratio:.2f}x, "
                          f"{best:.2f}x | "
                          f"{row['peak_rss_mb']:.0f} | {row['rss_before_mb']:.0f} |")
     return lines + [""]
+
+
+DENSE_LABELS = {
+    "ms-mindir": "this port, MINDIR (export.py --fuse_bn --cpu_kernels), nn.GraphCell",
+    "ms-mindir-portable": "this port, portable MINDIR (export.py --fuse_bn), nn.GraphCell",
+    "torch-twin": "PyTorch twin (timm backbone + the same neck/heads), eager",
+    "ort-port": "this port's ONNX (export.py), onnxruntime",
+}
+
+
+def dense_inference_table(result):
+    spec, rows = DENSE[result["section"]], result["rows"]
+    batches, size = spec["batches"], spec["size"]
+    twin, ort = rows["torch-twin"], rows["ort-port"]
+    throughput = len(batches) > 1
+    header_cells = [f"batch {batches[0]} ms: median (p25-p75), best", "x PyTorch: median, best"]
+    if throughput:
+        header_cells += [f"batch {batches[1]} images/s: median (min-max)",
+                         "x PyTorch: median, best"]
+    lines = [f"#### {result['section']}, {result['model']}, {size}x{size} float32 "
+             f"(config/{spec['recipe']})", "",
+             "| engine | " + " | ".join(header_cells) + " | outputs vs the twin |",
+             "|---" * (len(header_cells) + 2) + "|"]
+    for engine in DENSE_ENGINES:
+        row = rows[engine]
+        cells = [f"{row['latency_ms']:.1f} ({row['latency_p25']:.1f}-{row['latency_p75']:.1f}), "
+                 f"{row['latency_best']:.1f}",
+                 f"{twin['latency_ms'] / row['latency_ms']:.2f}x, "
+                 f"{twin['latency_best'] / row['latency_best']:.2f}x"]
+        if throughput:
+            cells += [f"{row['ips']:.1f} ({row['ips_min']:.1f}-{row['ips_max']:.1f})",
+                      f"{row['ips'] / twin['ips']:.2f}x, {row['ips_max'] / twin['ips_max']:.2f}x"]
+        lines.append(f"| {DENSE_LABELS[engine]} | " + " | ".join(cells)
+                     + f" | {row['agreement']:.1e} |")
+    mindir = rows["ms-mindir"]
+    note = (f"MINDIR (CPU kernels) against onnxruntime: batch {batches[0]} time "
+            f"{mindir['latency_ms'] / ort['latency_ms']:.2f}x onnxruntime's")
+    if throughput:
+        note += f", batch {batches[1]} images/s {mindir['ips'] / ort['ips']:.2f}x"
+    return lines + ["", note + " (goal: time <= 1.2x, images/s >= 1x).", ""]
 
 
 def data_table(results, training):
@@ -770,23 +1174,59 @@ def profile(args):
     lines = ["#### Where the port's time goes (MindSpore profiler, ghostnetv2_100, 224x224)", ""]
     for batch in (THROUGHPUT_BATCH, LATENCY_BATCH):
         for name, kernels, fused in configs:
-            code = PROFILE_CODE.format(root=ROOT, batch=batch, kernels=kernels, fused=fused,
-                                       threads=args.threads)
-            with tempfile.TemporaryDirectory() as out:
-                result = subprocess.run([sys.executable, "-c", code, out], capture_output=True,
-                                        text=True, cwd=ROOT, timeout=900, check=False)
-            payload = [l for l in result.stdout.splitlines() if l.startswith(PROTOCOL_PREFIX)]
-            if not payload:
-                raise RuntimeError(f"profiling failed:\n{result.stderr[-3000:]}")
-            data = json.loads(payload[0][len(PROTOCOL_PREFIX):])
-            lines += [f"batch {batch}, {name}: {data['wall_ms']:.0f} ms per call "
-                      f"({data['op_ms']:.0f} ms in operators)", "",
-                      "| op type | ms per call | share | calls |", "|---|---|---|---|"]
-            for op_type, ms_per_call, share, calls in data["ops"]:
-                lines.append(f"| {op_type} | {ms_per_call:.1f} | {share:.0%} | {calls} |")
-            lines.append("")
+            build = CLASSIFIER_BUILD.format(fused=fused)
+            lines += profile_table(f"batch {batch}, {name}", build, batch, IMAGE_SIZE, kernels,
+                                   args.threads)
             log(f"profiled batch {batch}: {name}")
     return lines
+
+
+def profile_dense(args):
+    """Op-type table of each dense model named in --sections: its exported
+    network (BN folded, CPU kernels on) at the recipe's size, batch 1."""
+    lines = []
+    for section in (s for s in args.sections if s in DENSE):
+        spec, model = DENSE[section], WIDTHS[args.widths[0]]
+        lines += [f"#### Where the {section} time goes (MindSpore profiler, {model}, "
+                  f"{spec['size']}x{spec['size']}, BN folded, CPU kernels)", ""]
+        build = DENSE_BUILD.format(section=section, model=model, folder=os.path.dirname(__file__))
+        lines += profile_table(f"{section} batch 1", build, 1, spec["size"], True, args.threads)
+        log(f"profiled {section}")
+    return lines
+
+
+def profile_table(title, build, batch, size, kernels, threads):
+    """Run PROFILE_CODE around the network `build` makes; its op-type table."""
+    code = PROFILE_CODE.format(root=ROOT, batch=batch, size=size, kernels=kernels,
+                               threads=threads, build=build)
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run([sys.executable, "-c", code, out], capture_output=True,
+                                text=True, cwd=ROOT, timeout=900, check=False)
+    payload = [l for l in result.stdout.splitlines() if l.startswith(PROTOCOL_PREFIX)]
+    if not payload:
+        raise RuntimeError(f"profiling failed:\n{result.stderr[-3000:]}")
+    data = json.loads(payload[0][len(PROTOCOL_PREFIX):])
+    lines = [f"{title}: {data['wall_ms']:.0f} ms per call "
+             f"({data['op_ms']:.0f} ms in operators)", "",
+             "| op type | ms per call | share | calls |", "|---|---|---|---|"]
+    for op_type, ms_per_call, share, calls in data["ops"]:
+        lines.append(f"| {op_type} | {ms_per_call:.1f} | {share:.0%} | {calls} |")
+    return lines + [""]
+
+
+CLASSIFIER_BUILD = """
+from src.fuse import fuse_bn
+from src.ghostnetv2 import create_model
+net = create_model("ghostnetv2_100")
+net.set_train(False)
+if {fused}:
+    fuse_bn(net)
+"""
+DENSE_BUILD = """
+sys.path.insert(0, {folder!r})
+from benchmark import dense_eval_network
+net = dense_eval_network({section!r}, {model!r})
+"""
 
 
 PROFILE_CODE = """
@@ -800,14 +1240,10 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 ms.device_context.cpu.op_tuning.threads_num({threads})
 from src.cpu_kernels import set_num_threads
 set_num_threads({threads})
-from src.fuse import fuse_bn
-from src.ghostnetv2 import create_model
 from mindspore.profiler import ProfilerActivity
-net = create_model("ghostnetv2_100")
-net.set_train(False)
-if {fused}:
-    fuse_bn(net)
-x = ms.Tensor(np.random.default_rng(0).standard_normal(({batch}, 3, 224, 224), dtype=np.float32))
+{build}
+x = ms.Tensor(np.random.default_rng(0).standard_normal(({batch}, 3, {size}, {size}),
+                                                       dtype=np.float32))
 net(x).asnumpy()
 steps = 3
 profiler = ms.Profiler(output_path=sys.argv[1], activities=[ProfilerActivity.CPU])
@@ -836,7 +1272,8 @@ def main(argv=None):
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="ghostnetv2_bench_") as tmp:
         if args.profile:
-            report += profile(args)
+            dense = any(s in DENSE for s in args.sections)
+            report += profile_dense(args) if dense else profile(args)
         else:
             training = None
             if "inference" in args.sections:
@@ -847,6 +1284,12 @@ def main(argv=None):
                 report += training_table(training)
             if "data" in args.sections:
                 report += data_table(run_data(args, tmp), training)
+            for section in (s for s in args.sections if s in DENSE):
+                for width in args.widths:
+                    report += dense_inference_table(run_dense_inference(section, width, args,
+                                                                        tmp))
+                report += training_table(run_dense_training(section, args, tmp),
+                                         f"{section}, ghostnetv2_100", digits=2)
     report += [f"- load average after: {load_average()}; took {time.time() - started:.0f} s", ""]
     text = "\n".join(report)
     print(text)
