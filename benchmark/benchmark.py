@@ -1193,15 +1193,20 @@ def profile_dense(args):
         lines += [f"#### Where the {section} time goes (MindSpore profiler, {model}, "
                   f"{spec['size']}x{spec['size']}, BN folded, CPU kernels)", ""]
         build = DENSE_BUILD.format(section=section, model=model, folder=os.path.dirname(__file__))
-        lines += profile_table(f"{section} batch 1", build, 1, spec["size"], True, args.threads)
+        lines += profile_table(f"MINDIR network, {section} batch 1", build, 1, spec["size"],
+                               True, args.threads)
+        lines += profile_table(f"its ONNX in onnxruntime (node events of its profiler), "
+                               f"{section} batch 1", build, 1, spec["size"], True, args.threads,
+                               code=ORT_PROFILE_CODE)
         log(f"profiled {section}")
     return lines
 
 
-def profile_table(title, build, batch, size, kernels, threads):
-    """Run PROFILE_CODE around the network `build` makes; its op-type table."""
-    code = PROFILE_CODE.format(root=ROOT, batch=batch, size=size, kernels=kernels,
-                               threads=threads, build=build)
+def profile_table(title, build, batch, size, kernels, threads, code=None):
+    """Run PROFILE_CODE (or ``code``) around the network `build` makes; its
+    op-type table."""
+    code = (code or PROFILE_CODE).format(root=ROOT, batch=batch, size=size, kernels=kernels,
+                                         threads=threads, build=build)
     with tempfile.TemporaryDirectory() as out:
         result = subprocess.run([sys.executable, "-c", code, out], capture_output=True,
                                 text=True, cwd=ROOT, timeout=900, check=False)
@@ -1262,6 +1267,49 @@ ops = sorted(((r["op_type"], float(r["total_compute_time"]) / steps,
                float(r["total_compute_time"]) / steps / total,
                int(r["type_occurrences"]) // steps) for r in rows), key=lambda r: -r[1])
 print("@@" + json.dumps({{"wall_ms": wall * 1e3, "op_ms": total, "ops": ops}}), flush=True)
+"""
+
+# The same table for onnxruntime on the network's ONNX export (export.py's).
+ORT_PROFILE_CODE = """
+import collections, json, os, sys, time
+sys.path.insert(0, {root!r})
+os.environ.setdefault("GLOG_v", "3")
+import numpy as np
+import mindspore as ms
+import onnxruntime as ort
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+from export import export_network
+{build}
+if hasattr(net, "matmul_resize"):
+    net.matmul_resize = True  # as export.py exports a segmenter to ONNX
+path = os.path.join(sys.argv[1], "net.onnx")
+export_network(net, "ONNX", path, 1, {size}, {size})
+options = ort.SessionOptions()
+options.intra_op_num_threads, options.inter_op_num_threads = {threads}, 1
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+feed = {{session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
+    ({batch}, 3, {size}, {size}), dtype=np.float32)}}
+session.run(None, feed)
+options.enable_profiling = True
+options.profile_file_prefix = os.path.join(sys.argv[1], "ort")
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+session.run(None, feed)  # warm-up, dropped below
+steps = 3
+start = time.perf_counter()
+for _ in range(steps):
+    session.run(None, feed)
+wall = (time.perf_counter() - start) / steps
+events = json.load(open(session.end_profiling()))
+runs = [e for e in events if e.get("name") == "model_run"]
+first_timed = runs[-steps]["ts"]
+total, calls = collections.Counter(), collections.Counter()
+for e in events:
+    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed:
+        total[e["args"]["op_name"]] += e["dur"] / 1e3 / steps
+        calls[e["args"]["op_name"]] += 1
+op_ms = sum(total.values())
+ops = [(k, v, v / op_ms, calls[k] // steps) for k, v in total.most_common()]
+print("@@" + json.dumps({{"wall_ms": wall * 1e3, "op_ms": op_ms, "ops": ops}}), flush=True)
 """
 
 
