@@ -780,21 +780,22 @@ def run_inference(width, args, tmp):
             agreement[engine] = float(np.abs(logits - reference).max() / np.abs(reference).max())
         log(f"{model}: logits vs timm (max |diff| / max |logit|): "
             + ", ".join(f"{k} {v:.1e}" for k, v in agreement.items()))
-        rows = time_engines(by_engine, INFERENCE_ENGINES, (LATENCY_BATCH, THROUGHPUT_BATCH),
+        rows = time_engines(by_engine, agreement, (LATENCY_BATCH, THROUGHPUT_BATCH),
                             5 if args.quick else 10, args, model)
         setup = {"kernel_layers": workers["ms"].setup.get("kernel_layers")}
     finally:
         for worker in workers.values():
             worker.close()
-    for engine in INFERENCE_ENGINES:
-        rows[engine]["agreement"] = agreement[engine]
     return {"model": model, "rows": rows, "setup": setup}
 
 
-def time_engines(by_engine, engines, batches, calls, args, name):
-    """Warm every engine up, then time them in turns (with --load busy processes
-    beside them): batches[0] latency (`calls` calls a round), batches[1] (if
-    any) throughput (one call a round). Returns {engine: statistics}."""
+def time_engines(by_engine, agreement, batches, calls, args, name):
+    """Warm every engine of ``agreement`` ({engine: its outputs' difference
+    from the reference}) up, then time them in turns (with --load busy
+    processes beside them): batches[0] latency (`calls` calls a round),
+    batches[1] (if any) throughput (one call a round). Returns {engine:
+    statistics and agreement}."""
+    engines = list(agreement)
     for engine in engines:  # warm-up: compile, caches, thread pools
         by_engine[engine].ask(cmd="infer", engine=engine, batch=batches[0], calls=3)
         for batch in batches[1:]:
@@ -819,6 +820,7 @@ def time_engines(by_engine, engines, batches, calls, args, name):
             "latency_p25": 1e3 * percentile(all_calls, 25),
             "latency_p75": 1e3 * percentile(all_calls, 75),
             "latency_best": 1e3 * float(min(all_calls)),
+            "agreement": agreement[engine],
         }
         if throughput:
             images_per_s = [batches[1] / t for t in throughput[engine]]
@@ -871,13 +873,11 @@ def run_dense_inference(section, width, args, tmp):
                                f"{DENSE_TOLERANCE:g} of the largest output: {wrong}; the timings "
                                "would compare different networks")
         calls = 3 if section == "segmentation" or args.quick else 10
-        rows = time_engines(by_engine, DENSE_ENGINES, spec["batches"], calls, args,
+        rows = time_engines(by_engine, agreement, spec["batches"], calls, args,
                             f"{section} {model}")
     finally:
         for worker in workers.values():
             worker.close()
-    for engine in DENSE_ENGINES:
-        rows[engine]["agreement"] = agreement[engine]
     return {"section": section, "model": model, "rows": rows}
 
 
