@@ -164,7 +164,10 @@ def inputs(batch, size=IMAGE_SIZE, seed=0):
 def set_mindspore_threads(threads):
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.device_context.cpu.op_tuning.threads_num(threads)
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+    except RuntimeError:  # set once per process: --profile's code sets it before building
+        pass
     from src.cpu_kernels import set_num_threads
     set_num_threads(threads)
 
@@ -1185,8 +1188,10 @@ def profile(args):
 
 
 def profile_dense(args):
-    """Op-type table of each dense model named in --sections: its exported
-    network (BN folded, CPU kernels on) at the recipe's size, batch 1."""
+    """Op-type tables of each dense model named in --sections: its exported
+    network (BN folded, CPU kernels on) at the recipe's size, batch 1, in
+    MindSpore and in onnxruntime; the port's train step at the first
+    training case."""
     lines = []
     for section in (s for s in args.sections if s in DENSE):
         spec, model = DENSE[section], WIDTHS[args.widths[0]]
@@ -1198,6 +1203,12 @@ def profile_dense(args):
         lines += profile_table(f"its ONNX in onnxruntime (node events of its profiler), "
                                f"{section} batch 1", build, 1, spec["size"], True, args.threads,
                                code=ORT_PROFILE_CODE)
+        size, batch, _ = spec["train"][0]
+        config = {"section": section, "model": model, "size": size, "batch": batch,
+                  "threads": args.threads}
+        build = DENSE_TRAIN_BUILD.format(folder=os.path.dirname(__file__), config=config)
+        lines += profile_table(f"MindSpore train step (train.py's), {section} {size}px batch "
+                               f"{batch}", build, batch, size, True, args.threads)
         log(f"profiled {section}")
     return lines
 
@@ -1235,6 +1246,11 @@ sys.path.insert(0, {folder!r})
 from benchmark import dense_eval_network
 net = dense_eval_network({section!r}, {model!r})
 """
+DENSE_TRAIN_BUILD = """
+sys.path.insert(0, {folder!r})
+from benchmark import MindSporeDenseTraining
+run = MindSporeDenseTraining({config!r}).run
+"""
 
 
 PROFILE_CODE = """
@@ -1249,15 +1265,18 @@ ms.device_context.cpu.op_tuning.threads_num({threads})
 from src.cpu_kernels import set_num_threads
 set_num_threads({threads})
 from mindspore.profiler import ProfilerActivity
-{build}
 x = ms.Tensor(np.random.default_rng(0).standard_normal(({batch}, 3, {size}, {size}),
                                                        dtype=np.float32))
-net(x).asnumpy()
+{build}
+if "run" not in globals():  # a network to call on x (else the build's run: a train step)
+    def run():
+        return net(x).asnumpy()
+run()
 steps = 3
 profiler = ms.Profiler(output_path=sys.argv[1], activities=[ProfilerActivity.CPU])
 start = time.perf_counter()
 for _ in range(steps):
-    net(x).asnumpy()
+    run()
 wall = (time.perf_counter() - start) / steps
 profiler.stop()
 profiler.analyse()
