@@ -4,6 +4,8 @@
     .venv/bin/python benchmark/benchmark.py --quick         # width 1.0, fewer runs: ~5 minutes
     .venv/bin/python benchmark/benchmark.py --sections inference --widths 1.0
     .venv/bin/python benchmark/benchmark.py --profile       # where the port's time goes
+    .venv/bin/python benchmark/benchmark.py --profile --sections detection segmentation
+                            # the same for the dense models (+ onnxruntime's, + a train step)
     .venv/bin/python benchmark/benchmark.py --quick --load 2  # the same beside 2 busy processes
     .venv/bin/python benchmark/benchmark.py --sections detection segmentation --widths 1.0
                                               # the dense models (not in the default sections:
@@ -104,7 +106,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", nargs="+", default=None, choices=list(WIDTHS),
-                        help="default: all three (--quick: 1.0)")
+                        help="default: all three (--quick: 1.0); the detection and segmentation "
+                             "sections: 1.0 unless given")
     parser.add_argument("--sections", nargs="+", default=["inference", "train", "data"],
                         choices=["inference", "train", "data"] + list(DENSE),
                         help="default: inference train data; detection and segmentation (the "
@@ -126,6 +129,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = 3 if args.quick else 7
+    # The dense models take minutes per width: width 1.0 unless --widths says.
+    args.dense_widths = args.widths or ["1.0"]
     if args.widths is None:
         args.widths = ["1.0"] if args.quick else list(WIDTHS)
     if args.runs < 1 or args.threads < 1:
@@ -1194,7 +1199,7 @@ def profile_dense(args):
     training case."""
     lines = []
     for section in (s for s in args.sections if s in DENSE):
-        spec, model = DENSE[section], WIDTHS[args.widths[0]]
+        spec, model = DENSE[section], WIDTHS[args.dense_widths[0]]
         lines += [f"#### Where the {section} time goes (MindSpore profiler, {model}, "
                   f"{spec['size']}x{spec['size']}, BN folded, CPU kernels)", ""]
         build = DENSE_BUILD.format(section=section, model=model, folder=os.path.dirname(__file__))
@@ -1355,7 +1360,7 @@ def main(argv=None):
             if "data" in args.sections:
                 report += data_table(run_data(args, tmp), training)
             for section in (s for s in args.sections if s in DENSE):
-                for width in args.widths:
+                for width in args.dense_widths:
                     report += dense_inference_table(run_dense_inference(section, width, args,
                                                                         tmp))
                 report += training_table(run_dense_training(section, args, tmp),
