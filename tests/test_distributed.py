@@ -160,9 +160,12 @@ def test_validation_runs_across_the_ranks(two_worker_run):
     ...) and the sums are all-reduced: the record counts every image once."""
     assert two_worker_run["result"].returncode == 0, describe(two_worker_run["result"])
     total = VAL_PER_CLASS * len(COLORS)
+    train_share = 16 * len(COLORS) // 2  # write_color_folder's 16 per class, halved
     for rank, share in ((0, (total + 1) // 2), (1, total // 2)):
         text = (two_worker_run["run_dir"] / f"worker_{rank}.log").read_text()
         assert f"({share} images on this rank)" in text, f"worker_{rank}.log"
+        # the launched job's training data was split too, not only the in-process check's
+        assert f"{train_share} images on this rank" in text, f"worker_{rank}.log"
         assert "top-1" in text and f"({total} images)" in text, f"worker_{rank}.log"
     records = [json.loads(line) for line in (two_worker_run["out"] / "metrics.jsonl").read_text().splitlines()]
     validated = [r for r in records if "top1" in r]

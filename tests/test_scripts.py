@@ -1,7 +1,8 @@
 """Argument handling of the launchers (run_distribute_train.sh,
 run_standalone_train.sh, run_eval.sh): help, usage errors with exit status 2,
-paths checked (and named absolutely) before anything starts. None of these
-starts MindSpore."""
+paths checked (and named absolutely) before anything starts; then, on one
+short digits run (the digits_run fixture: make_digits.py, run_standalone_train.sh,
+quickstart.sh on the finished run, run_eval.sh), what each script did."""
 import json
 import os
 import re
