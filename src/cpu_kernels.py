@@ -66,7 +66,7 @@ from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
-           "portable", "with_kernels", "count_kernel_layers", "set_num_threads",
+           "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
            "KernelBuildError"]
 
@@ -183,6 +183,19 @@ def set_num_threads(num_threads):
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     ctypes.CDLL(path).SetNumThreads(int(num_threads))
+
+
+def set_spin_wait(microseconds):
+    """How long the kernels' idle workers spin for the next job before sleeping
+    (default 100 us: at batch 1 waking a sleeping worker costs more than the
+    job). 0 sleeps at once: for training, where MindSpore's threads need the
+    cores. The workers never spin while the load average exceeds the cores."""
+    path = kernel_library()
+    if path is None:
+        return
+    if microseconds < 0:
+        raise ValueError(f"microseconds must be >= 0, got {microseconds}")
+    ctypes.CDLL(path).SetSpinWait(int(microseconds))
 
 
 def _supports(conv):
