@@ -177,12 +177,16 @@ def enabled_by_default():
 
 def set_num_threads(num_threads):
     """Threads the kernels use (default: all cores); set it with MindSpore's op threads."""
+    _set_pool("SetNumThreads", "num_threads", num_threads, minimum=1)
+
+
+def _set_pool(entry, name, value, minimum):
+    """Call the library's pool setter ``entry`` (nothing without the library)."""
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     path = kernel_library()
-    if path is None:
-        return
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    ctypes.CDLL(path).SetNumThreads(int(num_threads))
+    if path is not None:
+        getattr(ctypes.CDLL(path), entry)(int(value))
 
 
 def set_spin_wait(microseconds):
@@ -190,12 +194,7 @@ def set_spin_wait(microseconds):
     (default 100 us: at batch 1 waking a sleeping worker costs more than the
     job). 0 sleeps at once: for training, where MindSpore's threads need the
     cores. The workers never spin while the load average exceeds the cores."""
-    path = kernel_library()
-    if path is None:
-        return
-    if microseconds < 0:
-        raise ValueError(f"microseconds must be >= 0, got {microseconds}")
-    ctypes.CDLL(path).SetSpinWait(int(microseconds))
+    _set_pool("SetSpinWait", "microseconds", microseconds, minimum=0)
 
 
 def _supports(conv):
