@@ -66,7 +66,7 @@ from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
-           "portable", "with_kernels", "count_kernel_layers", "set_num_threads",
+           "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
            "KernelBuildError"]
 
@@ -177,12 +177,24 @@ def enabled_by_default():
 
 def set_num_threads(num_threads):
     """Threads the kernels use (default: all cores); set it with MindSpore's op threads."""
+    _set_pool("SetNumThreads", "num_threads", num_threads, minimum=1)
+
+
+def _set_pool(entry, name, value, minimum):
+    """Call the library's pool setter ``entry`` (nothing without the library)."""
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     path = kernel_library()
-    if path is None:
-        return
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    ctypes.CDLL(path).SetNumThreads(int(num_threads))
+    if path is not None:
+        getattr(ctypes.CDLL(path), entry)(int(value))
+
+
+def set_spin_wait(microseconds):
+    """How long the kernels' idle workers spin for the next job before sleeping
+    (default 100 us: at batch 1 waking a sleeping worker costs more than the
+    job). 0 sleeps at once: for training, where MindSpore's threads need the
+    cores. The workers never spin while the load average exceeds the cores."""
+    _set_pool("SetSpinWait", "microseconds", microseconds, minimum=0)
 
 
 def _supports(conv):

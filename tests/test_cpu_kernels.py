@@ -349,3 +349,23 @@ def test_kernels_are_deterministic_and_the_same_on_an_avx_only_cpu():
             assert np.isfinite(got).all(), f"{name} (AVX-only build) left outputs unwritten"
             np.testing.assert_allclose(got, want, rtol=1e-5,
                                        atol=1e-5 * np.abs(want).max(), err_msg=name)
+
+
+def test_spinning_and_sleeping_workers_compute_the_same():
+    """Workers that spin for the next job (inference) and workers that sleep
+    at once (training, crowded machine) give bit-identical outputs, many jobs
+    in a row; set_spin_wait sets what the library reads back."""
+    from src.cpu_kernels import build_library, set_spin_wait
+    native = ctypes.CDLL(build_library())
+    native.SetSpinWait(0)
+    sleeping = run_kernels(native, 3)
+    native.SetSpinWait(100)
+    spinning = run_kernels(native, 3)
+    for name, outputs in sleeping.items():
+        for want, got in zip(outputs, spinning[name]):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}: spinning workers")
+    set_spin_wait(7)
+    assert native.GetSpinWait() == 7
+    set_spin_wait(100)
+    with pytest.raises(ValueError):
+        set_spin_wait(-1)

@@ -1,4 +1,4 @@
-// The library's thread pool instance and its size setter.
+// The library's thread pool instance, its size and spin-wait setters.
 #include "thread_pool.h"
 
 namespace ghost {
@@ -19,4 +19,7 @@ ThreadPool& pool() {
 extern "C" {
 void SetNumThreads(int n) { ghost::pool().resize(std::max(1, n)); }
 int GetNumThreads() { return ghost::pool().size(); }
+// Microseconds idle workers spin for the next job; 0 (training) sleeps at once.
+void SetSpinWait(int microseconds) { ghost::pool().set_spin_us(microseconds); }
+int GetSpinWait() { return ghost::pool().spin_us(); }
 }
