@@ -269,8 +269,9 @@ def wrap_train_step(net_with_loss, config, optimizer, **step_args):
     the dataset's columns): loss scale, EMA; step_args: mindcv TrainStep's
     other arguments (clip_grad, clip_value, ...). The kernels' workers stop
     spinning between jobs: in training MindSpore's own threads need the cores."""
-    from .cpu_kernels import set_spin_wait
-    set_spin_wait(0)
+    from .cpu_kernels import enabled_by_default, set_spin_wait
+    if enabled_by_default():  # CPU target with the kernels: nothing to build on Ascend / GPU
+        set_spin_wait(0)
     step = timm_train_step(net_with_loss, optimizer, ema_warmup=config.ema_warmup,
                            scale_sense=loss_scale_sense(config), ema=config.ema,
                            ema_decay=config.ema_decay, **step_args)
