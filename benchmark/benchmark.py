@@ -1304,12 +1304,12 @@ import onnxruntime as ort
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 from export import export_network
 {build}
+from benchmark import onnxruntime_options  # the build put benchmark/ on the path
 if hasattr(net, "matmul_resize"):
     net.matmul_resize = True  # as export.py exports a segmenter to ONNX
 path = os.path.join(sys.argv[1], "net.onnx")
 export_network(net, "ONNX", path, 1, {size}, {size})
-options = ort.SessionOptions()
-options.intra_op_num_threads, options.inter_op_num_threads = {threads}, 1
+options = onnxruntime_options({threads})
 session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 feed = {{session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
     ({batch}, 3, {size}, {size}), dtype=np.float32)}}

@@ -56,6 +56,7 @@ log_interval: 1
 val_data_path: ""
 """
 EPOCHS = 3
+TRAIN_PER_CLASS = 16
 VAL_PER_CLASS = 3  # 9 validation images: 5 for rank 0, 4 for rank 1
 COLORS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40)}
 
@@ -66,7 +67,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def write_color_folder(root, per_class=16, size=64, seed=0):
+def write_color_folder(root, per_class=TRAIN_PER_CLASS, size=64, seed=0):
     """root/<colour>/<n>.png: noisy images of one colour per class."""
     rng = np.random.default_rng(seed)
     for name, rgb in COLORS.items():
@@ -160,7 +161,7 @@ def test_validation_runs_across_the_ranks(two_worker_run):
     ...) and the sums are all-reduced: the record counts every image once."""
     assert two_worker_run["result"].returncode == 0, describe(two_worker_run["result"])
     total = VAL_PER_CLASS * len(COLORS)
-    train_share = 16 * len(COLORS) // 2  # write_color_folder's 16 per class, halved
+    train_share = TRAIN_PER_CLASS * len(COLORS) // 2
     for rank, share in ((0, (total + 1) // 2), (1, total // 2)):
         text = (two_worker_run["run_dir"] / f"worker_{rank}.log").read_text()
         assert f"({share} images on this rank)" in text, f"worker_{rank}.log"
