@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -21,20 +20,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault("GLOG_v", "3")
-from benchmark import onnxruntime_options, set_mindspore_threads  # noqa: E402
+from benchmark import onnxruntime_options, set_mindspore_threads, timed_calls  # noqa: E402
 
 IN_CHANNELS, OUT_CHANNELS, SIZE = 960, 512, 64
 DILATIONS = (1, 12, 24, 36)
 
 
 def median_ms(run, calls):
-    run()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    run()  # warm-up
+    return 1e3 * float(np.median(timed_calls(run, calls)))
 
 
 def valid_tap_share(dilation, size=SIZE):
