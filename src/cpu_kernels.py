@@ -64,7 +64,7 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
@@ -75,7 +75,7 @@ logger = logging.getLogger(__name__)
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = tuple(os.path.join(KERNEL_DIR, name)
                 for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc",
-                             "pointwise.cc"))
+                             "pointwise.cc", "fused.cc"))
 HEADERS = tuple(os.path.join(KERNEL_DIR, name) for name in ("thread_pool.h", "common.h"))
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
@@ -198,12 +198,19 @@ def set_spin_wait(microseconds):
 
 
 def _supports(conv):
-    """Geometry the kernels implement: depthwise, odd kernel up to 7x7, stride 1/2, padding k//2."""
+    """Geometry of the depthwise kernels: depthwise, odd kernel up to 7x7, stride 1/2, padding k//2."""
     kh, kw = conv.kernel_size  # nn.Conv2d stores kernel_size, stride, dilation as pairs
-    stride = conv.stride[0]
     if conv.group != conv.in_channels or conv.in_channels != conv.out_channels:
         return False
-    if kh % 2 == 0 or kw % 2 == 0 or kh * kw > MAX_KERNEL_TAPS:
+    return kh * kw <= MAX_KERNEL_TAPS and _padded_like_pytorch(conv)
+
+
+def _padded_like_pytorch(conv):
+    """Odd kernel, stride 1 or 2 (both ways), no dilation, NCHW, padding k // 2
+    on every side: the geometry the correlation kernels implement."""
+    kh, kw = conv.kernel_size
+    stride = conv.stride[0]
+    if kh % 2 == 0 or kw % 2 == 0:
         return False
     if conv.stride[1] != stride or stride not in (1, 2):
         return False
@@ -412,6 +419,73 @@ class PointwiseConv2d(ConvKernel, nn.Conv2d):
         return out
 
 
+class SmallConv2d(ConvKernel, nn.Conv2d):
+    """A dense ``nn.Conv2d`` (one group) with few taps in all, in_channels * kh
+    * kw <= 49 (the stem: 3x3 over the 3 colour channels, stride 2), computed
+    in inference by a direct-convolution kernel with its bias and ReLU; in
+    MindSpore it is oneDNN's Conv2D in plain NCHW, a BiasAdd and a ReLU.
+    Training runs MindSpore's Conv2D. ``relu`` as in DepthwiseConv2d.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad_mode="same",
+                 padding=0, has_bias=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
+                         padding=padding, has_bias=has_bias)
+        self.relu = False
+        kh, kw = self.kernel_size
+        self.backward_input = ops.Conv2DBackpropInput(out_channels, self.kernel_size,
+                                                      pad_mode="pad",
+                                                      pad=(kh // 2, kh // 2, kw // 2, kw // 2),
+                                                      stride=self.stride[0])
+        self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        kh, kw = self.kernel_size
+        return (self.group == 1 and self.in_channels * kh * kw <= MAX_KERNEL_TAPS
+                and _padded_like_pytorch(self) and (self.has_bias or not self.relu))
+
+    def make_kernels(self, library):
+        stride = self.stride[0]
+
+        def out_shape(x, w, *bias):
+            return [x[0], w[0], _output_size(x[2], w[2], stride), _output_size(x[3], w[3], stride)]
+        name = (f"SmallConvS{stride}" + ("Bias" if self.has_bias else "")
+                + ("Relu" if self.relu else ""))
+        self.kernel = _custom(library, name, out_shape,
+                              self._bprop_bias if self.has_bias else self._bprop)
+
+    def _grads(self, x, weight, out, dout):
+        """dx, dw and dout behind the ReLU, in eval mode (e.g. a frozen stem):
+        MindSpore's input gradient; the weight gradient as a correlation of the
+        padded input with dout, dilated by the stride."""
+        if self.relu:
+            dout = dout * (out > 0).astype(dout.dtype)
+        kh, kw = self.kernel_size
+        padded = ops.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
+        dw = ops.conv2d(padded.transpose(1, 0, 2, 3), dout.transpose(1, 0, 2, 3),
+                        dilation=self.stride[0])[:, :, :kh, :kw]
+        return self.backward_input(dout, weight, x.shape), dw.transpose(1, 0, 2, 3), dout
+
+    def _bprop(self, x, weight, out, dout):
+        return self._grads(x, weight, out, dout)[:2]
+
+    def _bprop_bias(self, x, weight, bias, out, dout):
+        dx, dw, dout = self._grads(x, weight, out, dout)
+        return dx, dw, dout.sum((0, 2, 3))
+
+    def fuse_relu(self):
+        """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
+        self.relu = True
+        self.refresh()
+
+    def construct(self, x):
+        on_kernel = self.use_kernel and not self.training and x.dtype == mstype.float32
+        out = self.convolve(x, on_kernel)
+        if self.relu and not on_kernel:
+            out = ops.relu(out)
+        return out
+
+
 class Linear(KernelSwitch, nn.Dense):
     """``nn.Dense(in_channels, out_channels)`` with a bias and no activation
     (the classifier), computed by the pointwise kernel's dot products in
@@ -604,6 +678,47 @@ class GhostTail(KernelSwitch, nn.Cell):
         if self.residual:
             out = out + extra
         return out
+
+
+class DfcGate(KernelSwitch, nn.Cell):
+    """The gate logits of a BN-folded ghost module's DFC attention as one
+    kernel (inference only): 2x2 average pool, 1x1 conv, 1xK depthwise conv,
+    Kx1 depthwise conv, each with its bias: the chain of the cells' own kernels
+    as one MindSpore operator instead of four (src/kernels/fused.cc; at batch 1
+    each operator costs ~9 us of dispatch). Bit-identical to those cells on
+    their kernels. Called with the branch's weights and biases; the ghost
+    module runs its cells when ``use_kernel`` is off."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = _custom(library, "DfcGate",
+                              lambda x, project, *rest: [x[0], project[0], x[2] // 2, x[3] // 2])
+
+    def construct(self, x, project_weight, project_bias, horizontal_weight, horizontal_bias,
+                  vertical_weight, vertical_bias):
+        return self.kernel(x, project_weight, project_bias, horizontal_weight, horizontal_bias,
+                           vertical_weight, vertical_bias)
+
+
+class SqueezeExciteKernel(KernelSwitch, nn.Cell):
+    """A squeeze-and-excitation block as one kernel (inference only):
+    ``x * hard_sigmoid(conv2(relu(conv1(mean_hw(x)))))`` with the 1x1 convs'
+    weights and biases: SpatialMean, the two PointwiseConv2d and ChannelScale
+    on their kernels as one MindSpore operator instead of four, bit-identical
+    to them. The SE block runs its cells when ``use_kernel`` is off."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = _custom(library, "SqueezeExcite", lambda x, *rest: x)
+
+    def construct(self, x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+        return self.kernel(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
 
 
 class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):

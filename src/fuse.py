@@ -10,10 +10,10 @@ with ``s = gamma / sqrt(var + eps)``. The convolution keeps its parameter
 name, stride, padding and pad_mode (so MINDIR and ONNX export stay correct)
 and gains a bias; the BatchNorm becomes an ``nn.Identity`` (same indices, so
 ``blocks.3.0.ghost1.short_conv.2.weight`` keeps its name). A BatchNorm
-that applied ReLU (``cpu_kernels.BatchNorm2d(relu=True)``) leaves it to a
-depthwise convolution's kernel, or to an ``nn.ReLU`` in its place; a ghost
-module then computes everything after its primary 1x1 convolution in one
-kernel (``GhostModule.fuse_tail``).
+that applied ReLU (``cpu_kernels.BatchNorm2d(relu=True)``) leaves it to the
+convolution's kernel, or to an ``nn.ReLU`` in its place. Then chains of
+operators become one CPU kernel each (the cells' ``fuse_kernels``): a ghost
+module's work after its primary 1x1 convolution, its DFC branch, an SE block.
 Logits are those of the unfused network up to float32 rounding.
 
 Folding is for evaluation, export and inference only: a fused network has
@@ -64,10 +64,11 @@ def fuse_bn(net):
     if left:
         raise RuntimeError(f"fuse_bn: {len(left)} BatchNorm layer(s) do not follow a convolution "
                            f"and cannot be folded: {', '.join(left[:5])}")
-    # Ghost modules: bias, ReLU, cheap conv, concat and gate in one kernel.
+    # Chains of operators as one kernel each: a ghost module's bias, ReLU,
+    # cheap conv, concat and gate; its DFC branch; an SE block.
     for _, cell in list(net.cells_and_names()):
-        if hasattr(cell, "fuse_tail"):
-            cell.fuse_tail()
+        if hasattr(cell, "fuse_kernels"):
+            cell.fuse_kernels()
     # Cells changed in place keep their full hierarchical parameter names;
     # the added biases are named after their convolution ('<conv>.bias').
     for name, param in net.parameters_and_names():

@@ -28,10 +28,12 @@ faster than MindSpore's CPU operators; elsewhere, in exports, or with
 """
 import math
 
+from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-from src.cpu_kernels import (AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean)
+from src.cpu_kernels import (MAX_KERNEL_TAPS, AvgPool2x2, BatchNorm2d, ChannelScale,
+                             DepthwiseConv2d, DfcGate, GateMultiply, GhostTail, Linear,
+                             PointwiseConv2d, SmallConv2d, SpatialMean, SqueezeExciteKernel)
 from src.teardown import quiet_cell_teardown
 
 quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
@@ -99,9 +101,10 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     uses explicit symmetric padding, since 'same' would pad bottom/right only.
     Dilated convolutions (segmentation backbones, ``output_stride`` < 32;
     always stride 1) pad explicitly too.
-    Depthwise convolutions are DepthwiseConv2d and 1x1 convolutions
-    PointwiseConv2d: nn.Conv2d (same parameters) that run the fast CPU kernels
-    of src/cpu_kernels.py where they can.
+    Depthwise convolutions are DepthwiseConv2d, 1x1 convolutions
+    PointwiseConv2d and dense ones with few taps (the stem) SmallConv2d:
+    nn.Conv2d (same parameters) that run the fast CPU kernels of
+    src/cpu_kernels.py where they can.
     """
     if dilation > 1:
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -116,6 +119,10 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     if groups == in_channels == out_channels and groups > 1:
         return DepthwiseConv2d(in_channels, kernel_size, stride, pad_mode=pad_mode,
                                padding=padding, has_bias=has_bias, dilation=dilation)
+    taps = in_channels * (kernel_size ** 2 if isinstance(kernel_size, int) else math.prod(kernel_size))
+    if groups == 1 and dilation == 1 and taps <= MAX_KERNEL_TAPS:
+        return SmallConv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
+                           padding=padding, has_bias=has_bias)
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
                      padding=padding, dilation=dilation, group=groups, has_bias=has_bias)
 
@@ -166,7 +173,8 @@ class GhostModule(nn.Cell):
         self.out_channels = out_channels
         self.relu = relu
         self.takes_residual = takes_residual
-        self.tail = None  # set by fuse_tail() once BatchNorm is folded
+        self.tail = None  # set by fuse_kernels() once BatchNorm is folded
+        self.dfc_gate = None  # the same
         init_channels = math.ceil(out_channels / 2)
         self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
         self.cheap_operation = conv_bn(init_channels, init_channels, 3, groups=init_channels,
@@ -180,33 +188,44 @@ class GhostModule(nn.Cell):
             self.pool = AvgPool2x2() if dilation == 1 else nn.AvgPool2d(2 * dilation, 2 * dilation)
             self.gate_multiply = GateMultiply()
 
-    def fuse_tail(self):
+    def fuse_kernels(self):
         """After fuse_bn: compute everything after the primary conv's matrix
         product (bias, ReLU, cheap conv, concat, DFC gate) in one CPU kernel
-        (cpu_kernels.GhostTail). Same parameters; returns whether it is used."""
+        (cpu_kernels.GhostTail), and the DFC gate's logits in another
+        (cpu_kernels.DfcGate). Same parameters."""
         primary, cheap = self.primary_conv[0], self.cheap_operation[0]
         if self.needs_slice or self.dilation > 1 or not (primary.has_bias and cheap.has_bias):
-            return False
+            return
         if self.takes_residual and (self.relu or self.use_dfc):
-            return False
+            return
         self.tail = GhostTail(cheap.in_channels, cheap.kernel_size, self.relu, self.use_dfc,
                               residual=self.takes_residual)
-        return self.tail.use_kernel
+        if self.use_dfc:
+            convs = (self.short_conv[0], self.short_conv[2], self.short_conv[4])
+            if all(conv.has_bias and conv.use_kernel for conv in convs) and self.pool.use_kernel:
+                self.dfc_gate = DfcGate()
+
+    def gate_logits(self, x):
+        """The DFC branch: pool, 1x1 conv, 1xK and Kx1 depthwise convs."""
+        if self.dfc_gate is not None and self.dfc_gate.use_kernel and x.dtype == mstype.float32:
+            project, horizontal, vertical = self.short_conv[0], self.short_conv[2], self.short_conv[4]
+            return self.dfc_gate(x, project.weight, project.bias, horizontal.weight,
+                                 horizontal.bias, vertical.weight, vertical.bias)
+        return self.short_conv(self.pool(x))
 
     def construct(self, x, residual=None):
         if self.tail is not None and self.tail.use_kernel:
             primary, cheap = self.primary_conv[0], self.cheap_operation[0]
             z = primary.product(x)
             if self.use_dfc:
-                return self.tail(z, primary.bias, cheap.weight, cheap.bias,
-                                 self.short_conv(self.pool(x)))
+                return self.tail(z, primary.bias, cheap.weight, cheap.bias, self.gate_logits(x))
             return self.tail(z, primary.bias, cheap.weight, cheap.bias, residual)
         x1 = self.primary_conv(x)
         out = ops.cat((x1, self.cheap_operation(x1)), 1)
         if self.needs_slice:
             out = out[:, :self.out_channels]
         if self.use_dfc:
-            gate = ops.sigmoid(self.short_conv(self.pool(x)))
+            gate = ops.sigmoid(self.gate_logits(x))
             out = self.gate_multiply(out, gate)
         if residual is not None:
             out = out + residual
@@ -226,8 +245,19 @@ class SqueezeExcite(nn.Cell):
                                            activation="hard_sigmoid")
         self.spatial_mean = SpatialMean()
         self.channel_scale = ChannelScale()
+        self.fused = None  # set by fuse_kernels()
+
+    def fuse_kernels(self):
+        """After fuse_bn (inference): the whole block in one CPU kernel
+        (cpu_kernels.SqueezeExciteKernel)."""
+        if self.conv_reduce.use_kernel and self.conv_expand.use_kernel:
+            self.fused = SqueezeExciteKernel()
 
     def construct(self, x):
+        if (self.fused is not None and self.fused.use_kernel and not self.training
+                and x.dtype == mstype.float32):
+            return self.fused(x, self.conv_reduce.weight, self.conv_reduce.bias,
+                              self.conv_expand.weight, self.conv_expand.bias)
         scale = self.spatial_mean(x)
         return self.channel_scale(x, self.conv_expand(self.conv_reduce(scale)))
 

@@ -10,7 +10,8 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SpatialMean,
+                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SmallConv2d,
+                             SpatialMean,
                              count_kernel_layers, kernels_available, portable, use_cpu_kernels,
                              _cpu_flags)
 
@@ -148,6 +149,19 @@ def test_linear():
                              forward_tol=1e-5)
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_small_conv(relu):
+    """The stem's kernel (a dense 3x3 stride-2 conv over 3 channels, inference,
+    bias and ReLU inside) and its eval-mode gradients vs MindSpore's Conv2D;
+    odd input sizes (an odd last row and column at stride 2)."""
+    def make_conv():
+        conv = SmallConv2d(3, 10, 3, 2, pad_mode="pad", padding=1, has_bias=True)
+        if relu:
+            conv.fuse_relu()
+        return conv.set_train(False)
+    assert_same_as_mindspore(make_conv, [tensor(2, 3, 17, 20)], forward_tol=1e-5)
+
+
 def test_pointwise_conv_trains_on_mindspore():
     """In training the cell runs MindSpore's Conv2D (no kernel in the graph)."""
     conv = PointwiseConv2d(4, 6, has_bias=True, activation="relu")
@@ -204,8 +218,8 @@ def test_network_with_kernels_and_portable():
     images = ms.Tensor(RNG.normal(size=(2, 3, 65, 81)).astype(np.float32))
     reference = net(images).asnumpy()
     use_cpu_kernels(net)
-    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs, classifier
-    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67 + 1
+    # depthwise convs, DFC gates and pools, means, BatchNorms, SE scales, 1x1 convs, classifier, stem
+    assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67 + 1 + 1
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
     tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]
@@ -319,7 +333,72 @@ def kernel_calls():
                   ("PointwiseBiasRelu", [r(*shape), weight, bias], [out]),
                   ("PointwiseBiasHardSigmoid", [r(*shape) * 3, weight, bias], [out])]
     calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
+    # The stem's dense conv (3 input channels, 9 taps each), both strides.
+    for s in (1, 2):
+        out = (n, 7, (h - 1) // s + 1, (w - 1) // s + 1)
+        calls += [(f"SmallConvS{s}", [x[:, :3], r(7, 3, 3, 3)], [out]),
+                  (f"SmallConvS{s}BiasRelu", [x[:, :3], r(7, 3, 3, 3), r(7)], [out])]
+    calls += [(name, inputs, [chain[-1][2]]) for name, inputs, chain in fused_chains(r, x)]
     return calls
+
+
+def fused_chains(r, x):
+    """(fused entry point, its inputs, [(entry, inputs) of the chain it stands
+    for, the last one's output shape]): the DFC gate (x's 45x47: an odd pooled
+    map) and the SE block."""
+    n, c, h, w = x.shape
+    gate = (n, 24, h // 2, w // 2)
+    dfc = [r(24, c, 1, 1), r(24), r(24, 1, 1, 5), r(24), r(24, 1, 5, 1), r(24)]
+    se = [r(8, c, 1, 1), r(8), r(c, 8, 1, 1), r(c)]
+    return [("DfcGate", [x] + dfc, [("AvgPool2x2", [x], (n, c, h // 2, w // 2)),
+                                    ("PointwiseBias", [None] + dfc[0:2], gate),
+                                    ("DwConvS1Bias", [None] + dfc[2:4], gate),
+                                    ("DwConvS1Bias", [None] + dfc[4:6], gate)]),
+            ("SqueezeExcite", [x] + se, [("SpatialMean", [x], (n, c, 1, 1)),
+                                         ("PointwiseBiasRelu", [None] + se[0:2], (n, 8, 1, 1)),
+                                         ("PointwiseBiasHardSigmoid", [None] + se[2:4],
+                                          (n, c, 1, 1)),
+                                         ("ChannelScale", [x, None], x.shape)])]
+
+
+def test_fused_kernels_are_their_chains():
+    """DfcGate and SqueezeExcite give bit-for-bit what the chain of kernels
+    they fuse gives, each step fed the last one's output (None above)."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    library.SetNumThreads(2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 16, 45, 47)).astype(np.float32)
+    for name, inputs, chain in fused_chains(lambda *shape: rng.normal(size=shape).astype(
+            np.float32), x):
+        value = None
+        for step, step_inputs, shape in chain:
+            step_inputs = [value if a is None else a for a in step_inputs]
+            value, = call_kernel(library, step, step_inputs, [shape])
+        fused, = call_kernel(library, name, inputs, [value.shape])
+        np.testing.assert_array_equal(fused, value, err_msg=name)
+
+
+def test_small_conv_kernel_against_numpy():
+    """The dense small conv against a float64 correlation, both strides, an
+    odd plane, 5x5 taps over 1 channel and 3x3 over 5 (45 taps)."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    rng = np.random.default_rng(4)
+    for c_in, k, stride in ((3, 3, 2), (1, 5, 1), (5, 3, 1), (5, 3, 2)):
+        x = rng.normal(size=(2, c_in, 13, 10)).astype(np.float32)
+        w = rng.normal(size=(6, c_in, k, k)).astype(np.float32)
+        b = rng.normal(size=6).astype(np.float32)
+        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (k // 2,) * 2, (k // 2,) * 2))
+        oh, ow = (13 - 1) // stride + 1, (10 - 1) // stride + 1
+        want = np.zeros((2, 6, oh, ow)) + b[None, :, None, None]
+        for i in range(k):
+            for j in range(k):
+                patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                want += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
+        got, = call_kernel(library, f"SmallConvS{stride}Bias", [x, w, b], [want.shape])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=f"{c_in} channels, {k}x{k}, stride {stride}")
 
 
 def run_kernels(library, threads):

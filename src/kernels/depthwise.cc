@@ -25,6 +25,7 @@
 //   DwConvS{1,2}[Bias[Relu]]: (x, w[, b]) -> y
 //   DwConvBackInputS{1,2}:    (dy, w, x) -> dx     (x only gives dx's shape)
 //   DwConvBackWeightS{1,2}:   (dy, x, w) -> dw     (w only gives dw's shape)
+//   SmallConvS{1,2}[Bias[Relu]]: (x, w[, b]) -> y  a dense conv, Cin * KH * KW <= kMaxTaps
 //   GhostTail[Relu][Gate]:    (z, b1, w, b2[, g]) -> out   (inference, see ghost_tail)
 //   GhostTailResidual:        (z, b1, w, b2, r) -> out     (the same + r)
 #include <algorithm>
@@ -352,6 +353,61 @@ int backward_weight(void** params, int64_t** shapes) {
   return 0;
 }
 
+// A dense convolution with few taps in all (Cin * KH * KW <= kMaxTaps: the
+// stem's 3x3 over 3 input channels), inference: oneDNN ran it in plain NCHW
+// with a BiasAdd and a ReLU after it. Every input plane is padded (S = 1) or
+// split into its parity planes (S = 2) once, into a buffer all threads read;
+// each output plane is then one correlation over all Cin * KH * KW taps, in
+// the order (input channel, row, column).
+template <int S, bool BIAS, bool RELU>
+int small_conv(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  const float* b = BIAS ? static_cast<const float*>(params[2]) : nullptr;
+  const int out = BIAS ? 3 : 2;
+  float* y = static_cast<float*>(params[out]);
+  const Geometry g = geometry(shapes[0], shapes[1], shapes[out]);
+  const int64_t N = shapes[0][0], C_in = shapes[0][1], C_out = shapes[1][0];
+  if (C_in * g.taps() > kMaxTaps || shapes[1][1] != C_in) return 1;
+  const Phases p = phases(g);
+  const size_t plane = S == 1 ? padded_size(g) : 4 * p.size;
+  const int pitch = S == 1 ? g.Wp() : p.Wq;
+  const int total = g.OH * pitch;
+  thread_local std::vector<float> t_planes;  // the calling thread's; the workers read it
+  t_planes.resize(N * C_in * plane);
+  float* planes = t_planes.data();
+  pool().parallel_for(N * C_in, N * C_in * g.H * g.W, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      if (S == 1)
+        place(x + q * g.H * g.W, g.H, g.W, g.Wp(), g.ph(), g.pw(), plane, planes + q * plane);
+      else
+        split_parities(x + q * g.H * g.W, g, p, planes + q * plane);
+    }
+  });
+  const int64_t work = N * C_out * g.OH * g.OW * C_in * g.taps() / 2;
+  pool().parallel_for(N * C_out, work, [&](int64_t begin, int64_t end) {
+    float* acc = scratch(round_up(total, kChunk));
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t n = q / C_out, co = q % C_out;
+      Taps taps, one;
+      for (int64_t ci = 0; ci < C_in; ++ci) {
+        const float* source = planes + (n * C_in + ci) * plane;
+        const float* weight = w + (co * C_in + ci) * g.taps();
+        if (S == 1)
+          stride1_taps(source, weight, false, g, one);
+        else
+          stride2_taps(source, weight, g, p, one);
+        std::copy(one.src, one.src + one.count, taps.src + taps.count);
+        std::copy(one.weight, one.weight + one.count, taps.weight + taps.count);
+        taps.count += one.count;
+      }
+      correlate(taps, total, acc);
+      store_rows<BIAS, RELU>(acc, pitch, g.OH, g.OW, BIAS ? b[co] : 0.f, y + q * g.OH * g.OW);
+    }
+  });
+  return 0;
+}
+
 // out[j] = act(z[j] + bias). The pointers never overlap (__restrict: the
 // loops vectorise; without it GCC kept them scalar).
 template <bool RELU>
@@ -475,6 +531,12 @@ int DwConvS1Bias(AOT_ARGS) { return forward<1, true, false>(params, shapes); }
 int DwConvS2Bias(AOT_ARGS) { return forward<2, true, false>(params, shapes); }
 int DwConvS1BiasRelu(AOT_ARGS) { return forward<1, true, true>(params, shapes); }
 int DwConvS2BiasRelu(AOT_ARGS) { return forward<2, true, true>(params, shapes); }
+int SmallConvS1(AOT_ARGS) { return small_conv<1, false, false>(params, shapes); }
+int SmallConvS2(AOT_ARGS) { return small_conv<2, false, false>(params, shapes); }
+int SmallConvS1Bias(AOT_ARGS) { return small_conv<1, true, false>(params, shapes); }
+int SmallConvS2Bias(AOT_ARGS) { return small_conv<2, true, false>(params, shapes); }
+int SmallConvS1BiasRelu(AOT_ARGS) { return small_conv<1, true, true>(params, shapes); }
+int SmallConvS2BiasRelu(AOT_ARGS) { return small_conv<2, true, true>(params, shapes); }
 int DwConvBackInputS1(AOT_ARGS) { return backward_input<1>(params, shapes); }
 int DwConvBackInputS2(AOT_ARGS) { return backward_input<2>(params, shapes); }
 int DwConvBackWeightS1(AOT_ARGS) { return backward_weight<1>(params, shapes); }
