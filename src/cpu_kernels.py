@@ -22,7 +22,8 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
 - ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
 - ``ChannelScale``: ``x * scale`` with a per-channel scale (SE);
-- ``GhostTail``: a BN-folded ghost module after its 1x1 conv (inference).
+- ``GhostModuleKernel``, ``DfcGate``, ``SqueezeExciteKernel``: a BN-folded
+  ghost module, its DFC branch, an SE block, each as one kernel (inference).
 
 Each cell runs its kernel when ``use_kernel`` is on and the input is float32,
 and MindSpore's operators otherwise (same results up to float32 rounding; the
@@ -65,7 +66,7 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
-           "AvgPool2x2", "ChannelScale", "GhostTail", "KernelSwitch", "use_cpu_kernels",
+           "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
            "KernelBuildError"]
@@ -359,7 +360,6 @@ class PointwiseConv2d(ConvKernel, nn.Conv2d):
     def make_kernels(self, library):
         def out_shape(x, w, *bias):
             return [x[0], w[0], x[2], x[3]]
-        self.product_kernel = _custom(library, "Pointwise", out_shape, self._bprop_product)
         name = ("Pointwise" + ("Bias" if self.has_bias else "")
                 + self.ACTIVATIONS[self.activation])
         self.kernel = _custom(library, name, out_shape,
@@ -382,9 +382,6 @@ class PointwiseConv2d(ConvKernel, nn.Conv2d):
             return dout * ((out > 0) & (out < 1)).astype(dout.dtype) / 6.0
         return dout
 
-    def _bprop_product(self, x, weight, out, dout):
-        return self._linear_grads(x, weight, dout)
-
     def _bprop(self, x, weight, out, dout):
         return self._linear_grads(x, weight, self._through_activation(out, dout))
 
@@ -399,13 +396,6 @@ class PointwiseConv2d(ConvKernel, nn.Conv2d):
 
     def _on_kernel(self, x):
         return self.use_kernel and not self.training and x.dtype == mstype.float32
-
-    def product(self, x):
-        """The matrix product alone, without bias and activation (the ghost
-        module's fused tail adds them)."""
-        if self._on_kernel(x):
-            return self.product_kernel(x, self.weight)
-        return self.conv2d(x, self.weight)
 
     def construct(self, x):
         on_kernel = self._on_kernel(x)
@@ -629,44 +619,46 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
         return self.pool(x)
 
 
-class GhostTail(KernelSwitch, nn.Cell):
-    """The tail of a BN-folded ghost module as one kernel (inference only):
+class GhostModuleKernel(KernelSwitch, nn.Cell):
+    """A BN-folded ghost module as one kernel (inference only):
 
-        x1 = act(z + b1)        z: the primary 1x1 conv's output without its bias
+        x1 = act(conv1x1(x, primary_weight) + b1)
         out = concat(x1, act(depthwise_conv(x1, w) + b2))
         out = out * nearest_upsample(sigmoid(gate_logits))     (gate: with DFC)
         out = out + residual                                    (residual: ghost2)
 
-    ``act`` is ReLU or the identity. Replaces BiasAdd, ReLU, the cheap conv,
-    Concat, Sigmoid, the gate multiply and the residual Add (each a pass over
-    the feature map). Without the kernel, those operators.
+    ``act`` is ReLU or the identity. Replaces the 1x1 Conv2D, BiasAdd, ReLU,
+    the cheap conv, Concat, Sigmoid, the gate multiply and the residual Add
+    (each a pass over the feature map, and an operator's dispatch). Without
+    the kernel, those operators.
     """
 
     def __init__(self, channels, kernel_size, relu, gate, residual=False):
         super().__init__()
         if residual and (relu or gate):
-            raise ValueError("GhostTail: the residual variant has no ReLU and no gate")
+            raise ValueError("GhostModuleKernel: the residual variant has no ReLU and no gate")
         self.relu = relu
         self.gate = gate
         self.residual = residual
         self.export_form = False  # set by portable()
+        self.primary = ops.Conv2D(out_channel=channels, kernel_size=1)
         self.depthwise = ops.Conv2D(out_channel=channels, kernel_size=kernel_size,
                                     pad_mode="same", group=channels)
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        name = ("GhostTail" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
+        name = ("GhostModule" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
                 + ("Residual" if self.residual else ""))
         self.kernel = _custom(library, name,
-                              lambda z, *rest: [z[0], 2 * z[1], z[2], z[3]])
+                              lambda x, primary, *rest: [x[0], 2 * primary[0], x[2], x[3]])
 
-    def construct(self, z, b1, weight, b2, extra=None):
+    def construct(self, x, primary_weight, b1, weight, b2, extra=None):
         """extra: the gate logits (gate) or the residual (residual)."""
-        if self.use_kernel and z.dtype == mstype.float32:
+        if self.use_kernel and x.dtype == mstype.float32:
             if self.gate or self.residual:
-                return self.kernel(z, b1, weight, b2, extra)
-            return self.kernel(z, b1, weight, b2)
-        x1 = ops.bias_add(z, b1)
+                return self.kernel(x, primary_weight, b1, weight, b2, extra)
+            return self.kernel(x, primary_weight, b1, weight, b2)
+        x1 = ops.bias_add(self.primary(x, primary_weight), b1)
         if self.relu:
             x1 = ops.relu(x1)
         x2 = ops.bias_add(self.depthwise(x1, weight), b2)

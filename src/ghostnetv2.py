@@ -32,7 +32,7 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 from src.cpu_kernels import (MAX_KERNEL_TAPS, AvgPool2x2, BatchNorm2d, ChannelScale,
-                             DepthwiseConv2d, DfcGate, GateMultiply, GhostTail, Linear,
+                             DepthwiseConv2d, DfcGate, GateMultiply, GhostModuleKernel, Linear,
                              PointwiseConv2d, SmallConv2d, SpatialMean, SqueezeExciteKernel)
 from src.teardown import quiet_cell_teardown
 
@@ -173,7 +173,7 @@ class GhostModule(nn.Cell):
         self.out_channels = out_channels
         self.relu = relu
         self.takes_residual = takes_residual
-        self.tail = None  # set by fuse_kernels() once BatchNorm is folded
+        self.fused = None  # set by fuse_kernels() once BatchNorm is folded
         self.dfc_gate = None  # the same
         init_channels = math.ceil(out_channels / 2)
         self.primary_conv = conv_bn(in_channels, init_channels, 1, relu=relu)
@@ -189,17 +189,17 @@ class GhostModule(nn.Cell):
             self.gate_multiply = GateMultiply()
 
     def fuse_kernels(self):
-        """After fuse_bn: compute everything after the primary conv's matrix
-        product (bias, ReLU, cheap conv, concat, DFC gate) in one CPU kernel
-        (cpu_kernels.GhostTail), and the DFC gate's logits in another
+        """After fuse_bn: compute the module (primary and cheap convs, biases,
+        ReLU, concat, DFC gate, residual) in one CPU kernel
+        (cpu_kernels.GhostModuleKernel), and the DFC gate's logits in another
         (cpu_kernels.DfcGate). Same parameters."""
         primary, cheap = self.primary_conv[0], self.cheap_operation[0]
         if self.needs_slice or self.dilation > 1 or not (primary.has_bias and cheap.has_bias):
             return
         if self.takes_residual and (self.relu or self.use_dfc):
             return
-        self.tail = GhostTail(cheap.in_channels, cheap.kernel_size, self.relu, self.use_dfc,
-                              residual=self.takes_residual)
+        self.fused = GhostModuleKernel(cheap.in_channels, cheap.kernel_size, self.relu,
+                                       self.use_dfc, residual=self.takes_residual)
         if self.use_dfc:
             convs = (self.short_conv[0], self.short_conv[2], self.short_conv[4])
             if all(conv.has_bias and conv.use_kernel for conv in convs) and self.pool.use_kernel:
@@ -214,12 +214,10 @@ class GhostModule(nn.Cell):
         return self.short_conv(self.pool(x))
 
     def construct(self, x, residual=None):
-        if self.tail is not None and self.tail.use_kernel:
+        if self.fused is not None and self.fused.use_kernel:
             primary, cheap = self.primary_conv[0], self.cheap_operation[0]
-            z = primary.product(x)
-            if self.use_dfc:
-                return self.tail(z, primary.bias, cheap.weight, cheap.bias, self.gate_logits(x))
-            return self.tail(z, primary.bias, cheap.weight, cheap.bias, residual)
+            extra = self.gate_logits(x) if self.use_dfc else residual
+            return self.fused(x, primary.weight, primary.bias, cheap.weight, cheap.bias, extra)
         x1 = self.primary_conv(x)
         out = ops.cat((x1, self.cheap_operation(x1)), 1)
         if self.needs_slice:

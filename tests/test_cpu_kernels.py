@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostTail, Linear, PointwiseConv2d, SmallConv2d,
+                             GateMultiply, GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d,
                              SpatialMean,
                              count_kernel_layers, kernels_available, portable, use_cpu_kernels,
                              _cpu_flags)
@@ -222,8 +222,8 @@ def test_network_with_kernels_and_portable():
     assert count_kernel_layers(net) == 69 + 14 + 14 + 8 + 122 + 7 + 67 + 1 + 1
     on_kernels = net(images).asnumpy()
     fuse_bn(net)
-    tails = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostTail)]
-    assert len(tails) == 32 and all(tail.use_kernel for tail in tails)
+    modules = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostModuleKernel)]
+    assert len(modules) == 32 and all(module.use_kernel for module in modules)
     fused_layers = count_kernel_layers(net)
     fused = net(images).asnumpy()
     scale = np.abs(reference).max()
@@ -234,32 +234,32 @@ def test_network_with_kernels_and_portable():
     assert count_kernel_layers(net) == fused_layers
 
 
-# (channels, size, gate size, relu, residual): the ghost modules' tails of the
-# fused network: 2x gates, odd gates (7 -> 3), gate planes smaller than one
-# vector, widths that are not a multiple of the vector width.
-GHOST_TAIL_CASES = [(5, (56, 56), (28, 28), True, False), (6, (7, 7), (3, 3), True, False),
-                    (4, (13, 9), (6, 4), True, False), (3, (11, 17), None, True, False),
-                    (5, (14, 14), None, False, True), (4, (9, 5), None, False, False)]
+# (channels, size, gate size, relu, residual): the ghost modules of the fused
+# network: 2x gates, odd gates (7 -> 3), gate planes smaller than one vector,
+# widths that are not a multiple of the vector width.
+GHOST_MODULE_CASES = [(5, (56, 56), (28, 28), True, False), (6, (7, 7), (3, 3), True, False),
+                      (4, (13, 9), (6, 4), True, False), (3, (11, 17), None, True, False),
+                      (5, (14, 14), None, False, True), (4, (9, 5), None, False, False)]
 
 
-@pytest.mark.parametrize("channels,size,gate_size,relu,residual", GHOST_TAIL_CASES)
-def test_ghost_tail(channels, size, gate_size, relu, residual):
-    """GhostTail's kernel vs its MindSpore operators (inference only, no gradient);
-    gate logits up to +-40 cover the sigmoid's flat ends."""
-    tail = GhostTail(channels, 3, relu, gate=gate_size is not None, residual=residual)
-    inputs = [tensor(2, channels, *size), tensor(channels), tensor(channels, 1, 3, 3),
-              tensor(channels)]
+@pytest.mark.parametrize("channels,size,gate_size,relu,residual", GHOST_MODULE_CASES)
+def test_ghost_module_kernel(channels, size, gate_size, relu, residual):
+    """GhostModuleKernel's kernel vs its MindSpore operators (inference only, no
+    gradient); gate logits up to +-40 cover the sigmoid's flat ends."""
+    module = GhostModuleKernel(channels, 3, relu, gate=gate_size is not None, residual=residual)
+    inputs = [tensor(2, 7, *size), tensor(channels, 7, 1, 1), tensor(channels),
+              tensor(channels, 1, 3, 3), tensor(channels)]
     if gate_size is not None:
         inputs.append(ms.Tensor(RNG.uniform(-40, 40, (2, 2 * channels, *gate_size))
                                 .astype(np.float32)))
     if residual:
         inputs.append(tensor(2, 2 * channels, *size))
-    use_cpu_kernels(tail, True)
-    assert tail.use_kernel
-    actual = tail(*inputs).asnumpy()
-    use_cpu_kernels(tail, False)
-    expected = tail(*inputs).asnumpy()
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    use_cpu_kernels(module, True)
+    assert module.use_kernel
+    actual = module(*inputs).asnumpy()
+    use_cpu_kernels(module, False)
+    expected = module(*inputs).asnumpy()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 # ---- the library itself, called through MindSpore's AOT signature with ctypes:
@@ -345,8 +345,11 @@ def kernel_calls():
 def fused_chains(r, x):
     """(fused entry point, its inputs, [(entry, inputs) of the chain it stands
     for, the last one's output shape]): the DFC gate (x's 45x47: an odd pooled
-    map) and the SE block."""
+    map), the SE block, a ghost module with its gate and one with a residual."""
     n, c, h, w = x.shape
+    module = [r(c // 2, c, 1, 1), r(c // 2), r(c // 2, 1, 3, 3), r(c // 2)]
+    gate_logits, residual = r(n, c, 23, 19), r(n, c, h, w)
+    half = (n, c // 2, h, w)
     gate = (n, 24, h // 2, w // 2)
     dfc = [r(24, c, 1, 1), r(24), r(24, 1, 1, 5), r(24), r(24, 1, 5, 1), r(24)]
     se = [r(8, c, 1, 1), r(8), r(c, 8, 1, 1), r(c)]
@@ -358,7 +361,13 @@ def fused_chains(r, x):
                                          ("PointwiseBiasRelu", [None] + se[0:2], (n, 8, 1, 1)),
                                          ("PointwiseBiasHardSigmoid", [None] + se[2:4],
                                           (n, c, 1, 1)),
-                                         ("ChannelScale", [x, None], x.shape)])]
+                                         ("ChannelScale", [x, None], x.shape)]),
+            ("GhostModuleReluGate", [x] + module + [gate_logits],
+             [("Pointwise", [x, module[0]], half),
+              ("GhostTailReluGate", [None] + module[1:] + [gate_logits], x.shape)]),
+            ("GhostModuleResidual", [x] + module + [residual],
+             [("Pointwise", [x, module[0]], half),
+              ("GhostTailResidual", [None] + module[1:] + [residual], x.shape)])]
 
 
 def test_fused_kernels_are_their_chains():

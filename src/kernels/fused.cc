@@ -3,7 +3,8 @@
 // Why: at batch 1 each MindSpore operator costs about 9 us of dispatch
 // besides its work, and the DFC branch and the SE block are chains of small
 // operators on small maps (benchmark/RESULTS.md "Batch 1"): one operator each
-// saves 3 dispatches per block, 42 + 21 in ghostnetv2_100. Each step is the
+// saves 3 dispatches per block (42 + 21 in ghostnetv2_100), and a ghost
+// module's 1x1 conv joined to the rest of it one more (32). Each step is the
 // same entry point MindSpore would call, on the same data: the results are
 // bit-identical to the chain of operators.
 //
@@ -13,6 +14,9 @@
 //       depthwise (wv, bv): the DFC attention's gate logits (BN folded)
 //   SqueezeExcite(x, w1, b1, w2, b2) -> y
 //       y = x * hard_sigmoid(conv(w2, b2, relu(conv(w1, b1, mean_hw(x)))))
+//   GhostModule[Relu][Gate|Residual](x, wp, b1, w, b2[, extra]) -> out
+//       Pointwise(x, wp) -> z, then GhostTail[Relu][Gate|Residual](z, b1, w,
+//       b2[, extra]): a BN-folded ghost module (depthwise.cc's ghost_tail)
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -22,6 +26,12 @@
 
 extern "C" {
 int AvgPool2x2(AOT_ARGS);
+int Pointwise(AOT_ARGS);
+int GhostTail(AOT_ARGS);
+int GhostTailRelu(AOT_ARGS);
+int GhostTailReluGate(AOT_ARGS);
+int GhostTailGate(AOT_ARGS);
+int GhostTailResidual(AOT_ARGS);
 int PointwiseBias(AOT_ARGS);
 int PointwiseBiasRelu(AOT_ARGS);
 int PointwiseBiasHardSigmoid(AOT_ARGS);
@@ -100,9 +110,30 @@ int squeeze_excite(void** params, int64_t** shapes) {
   return status;
 }
 
+// The primary 1x1 conv's product z, then TAIL(z, b1, w, b2[, extra]).
+template <Entry TAIL, bool EXTRA>
+int ghost_module(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const Shape z_shape{shapes[0][0], shapes[1][0], shapes[0][2], shapes[0][3]};
+  float* z = buffer(t_first, z_shape);
+  auto param = [&](int i) { return Arg{static_cast<const float*>(params[i]), shapes[i]}; };
+  int status = invoke(Pointwise, {{x, shapes[0]}, param(1), {z, z_shape.data()}});
+  const Arg product{z, z_shape.data()};
+  if (EXTRA)
+    status |= invoke(TAIL, {product, param(2), param(3), param(4), param(5), param(6)});
+  else
+    status |= invoke(TAIL, {product, param(2), param(3), param(4), param(5)});
+  return status;
+}
+
 }  // namespace
 
 extern "C" {
 int DfcGate(AOT_ARGS) { return dfc_gate(params, shapes); }
 int SqueezeExcite(AOT_ARGS) { return squeeze_excite(params, shapes); }
+int GhostModule(AOT_ARGS) { return ghost_module<GhostTail, false>(params, shapes); }
+int GhostModuleRelu(AOT_ARGS) { return ghost_module<GhostTailRelu, false>(params, shapes); }
+int GhostModuleGate(AOT_ARGS) { return ghost_module<GhostTailGate, true>(params, shapes); }
+int GhostModuleReluGate(AOT_ARGS) { return ghost_module<GhostTailReluGate, true>(params, shapes); }
+int GhostModuleResidual(AOT_ARGS) { return ghost_module<GhostTailResidual, true>(params, shapes); }
 }
