@@ -374,7 +374,7 @@ int small_conv(void** params, int64_t** shapes) {
   const int pitch = S == 1 ? g.Wp() : p.Wq;
   const int total = g.OH * pitch;
   thread_local std::vector<float> t_planes;  // the calling thread's; the workers read it
-  t_planes.resize(N * C_in * plane);
+  if (t_planes.size() < N * C_in * plane) t_planes.resize(N * C_in * plane);
   float* planes = t_planes.data();
   pool().parallel_for(N * C_in, N * C_in * g.H * g.W, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {

@@ -67,8 +67,12 @@ int invoke(Entry entry, std::initializer_list<Arg> args) {
 // Intermediate tensors, the calling thread's (the workers write into them).
 thread_local std::vector<float> t_first, t_second;
 
+// Grows only: a resize to more elements writes zeros over them, a pass over
+// memory the size of the tensor (at batch 32, 4-7% of the network's time
+// when the two buffers took turns between a small and a large tensor).
 float* buffer(std::vector<float>& storage, const Shape& shape) {
-  storage.resize(shape[0] * shape[1] * shape[2] * shape[3]);
+  const size_t floats = shape[0] * shape[1] * shape[2] * shape[3];
+  if (storage.size() < floats) storage.resize(floats);
   return storage.data();
 }
 
