@@ -15,6 +15,8 @@ they stand for, so parameter names and shapes are those of the plain model):
   kernels up to 7x7, stride 1 or 2, padding k // 2;
 - ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
   ReLU or hard sigmoid (the kernel in inference, MindSpore's Conv2D in training);
+- ``SmallConv2d``: a dense ``nn.Conv2d`` with in_channels * kh * kw <= 49
+  (the stem), inference only, with its bias and ReLU;
 - ``Linear``: an ``nn.Dense`` with a bias (the classifier; the same, MatMul);
 - ``BatchNorm2d``: an ``nn.BatchNorm2d``, training and evaluation, optionally
   with the following ReLU;

@@ -20,11 +20,13 @@ MindSpore on the CPU executes them much faster:
   indices PyTorch uses (``i // 2`` for exactly 2x), bit-identical to
   ``interpolate(mode='nearest')``; in ONNX exports ResizeNearestNeighbor.
 
-Depthwise convolutions, the DFC gate, its 2x2 pooling, the global means, the
-SE multiply and BatchNorm are cells of src/cpu_kernels.py: on the CPU they
-run custom kernels computing the same (float32 rounding aside), several times
-faster than MindSpore's CPU operators; elsewhere, in exports, or with
-``use_cpu_kernels(net, False)``, MindSpore's operators.
+Depthwise, 1x1 and stem convolutions, the DFC gate, its 2x2 pooling, the
+global means, the SE multiply and BatchNorm are cells of src/cpu_kernels.py:
+on the CPU they run custom kernels computing the same (float32 rounding
+aside), several times faster than MindSpore's CPU operators; elsewhere, in
+exports, or with ``use_cpu_kernels(net, False)``, MindSpore's operators.
+After ``fuse_bn`` a ghost module, its DFC branch and an SE block each run as
+one kernel (their ``fuse_kernels``).
 """
 import math
 

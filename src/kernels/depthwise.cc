@@ -288,22 +288,33 @@ Geometry geometry(const int64_t* in_shape, const int64_t* w_shape, const int64_t
                   (int)w_shape[2], (int)w_shape[3]};
 }
 
+// A forward convolution's arguments: (x, w[, b]) -> y.
+struct ConvArgs {
+  const float *x, *w, *b;  // b: nullptr without a bias
+  float* y;
+  Geometry g;
+};
+
+template <bool BIAS>
+ConvArgs conv_args(void** params, int64_t** shapes) {
+  const int out = BIAS ? 3 : 2;
+  return ConvArgs{static_cast<const float*>(params[0]), static_cast<const float*>(params[1]),
+                  BIAS ? static_cast<const float*>(params[2]) : nullptr,
+                  static_cast<float*>(params[out]), geometry(shapes[0], shapes[1], shapes[out])};
+}
+
 template <int S, bool BIAS, bool RELU>
 int forward(void** params, int64_t** shapes) {
-  const float* x = static_cast<const float*>(params[0]);
-  const float* w = static_cast<const float*>(params[1]);
-  const float* b = BIAS ? static_cast<const float*>(params[2]) : nullptr;
-  const int out = BIAS ? 3 : 2;
-  float* y = static_cast<float*>(params[out]);
-  const Geometry g = geometry(shapes[0], shapes[1], shapes[out]);
+  const ConvArgs a = conv_args<BIAS>(params, shapes);
+  const Geometry& g = a.g;
   if (g.taps() > kMaxTaps) return 1;
   const int64_t C = shapes[0][1];
   const int64_t planes = shapes[0][0] * C;
   pool().parallel_for(planes, planes * g.H * g.W * g.taps() / 2, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
-      forward_plane<S, BIAS, RELU>(x + p * g.H * g.W, w + c * g.taps(), BIAS ? b[c] : 0.f,
-                                   y + p * g.OH * g.OW, g);
+      forward_plane<S, BIAS, RELU>(a.x + p * g.H * g.W, a.w + c * g.taps(), BIAS ? a.b[c] : 0.f,
+                                   a.y + p * g.OH * g.OW, g);
     }
   });
   return 0;
@@ -361,12 +372,8 @@ int backward_weight(void** params, int64_t** shapes) {
 // the order (input channel, row, column).
 template <int S, bool BIAS, bool RELU>
 int small_conv(void** params, int64_t** shapes) {
-  const float* x = static_cast<const float*>(params[0]);
-  const float* w = static_cast<const float*>(params[1]);
-  const float* b = BIAS ? static_cast<const float*>(params[2]) : nullptr;
-  const int out = BIAS ? 3 : 2;
-  float* y = static_cast<float*>(params[out]);
-  const Geometry g = geometry(shapes[0], shapes[1], shapes[out]);
+  const ConvArgs a = conv_args<BIAS>(params, shapes);
+  const Geometry& g = a.g;
   const int64_t N = shapes[0][0], C_in = shapes[0][1], C_out = shapes[1][0];
   if (C_in * g.taps() > kMaxTaps || shapes[1][1] != C_in) return 1;
   const Phases p = phases(g);
@@ -379,9 +386,9 @@ int small_conv(void** params, int64_t** shapes) {
   pool().parallel_for(N * C_in, N * C_in * g.H * g.W, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       if (S == 1)
-        place(x + q * g.H * g.W, g.H, g.W, g.Wp(), g.ph(), g.pw(), plane, planes + q * plane);
+        place(a.x + q * g.H * g.W, g.H, g.W, g.Wp(), g.ph(), g.pw(), plane, planes + q * plane);
       else
-        split_parities(x + q * g.H * g.W, g, p, planes + q * plane);
+        split_parities(a.x + q * g.H * g.W, g, p, planes + q * plane);
     }
   });
   const int64_t work = N * C_out * g.OH * g.OW * C_in * g.taps() / 2;
@@ -392,7 +399,7 @@ int small_conv(void** params, int64_t** shapes) {
       Taps taps, one;
       for (int64_t ci = 0; ci < C_in; ++ci) {
         const float* source = planes + (n * C_in + ci) * plane;
-        const float* weight = w + (co * C_in + ci) * g.taps();
+        const float* weight = a.w + (co * C_in + ci) * g.taps();
         if (S == 1)
           stride1_taps(source, weight, false, g, one);
         else
@@ -402,7 +409,7 @@ int small_conv(void** params, int64_t** shapes) {
         taps.count += one.count;
       }
       correlate(taps, total, acc);
-      store_rows<BIAS, RELU>(acc, pitch, g.OH, g.OW, BIAS ? b[co] : 0.f, y + q * g.OH * g.OW);
+      store_rows<BIAS, RELU>(acc, pitch, g.OH, g.OW, BIAS ? a.b[co] : 0.f, a.y + q * g.OH * g.OW);
     }
   });
   return 0;

@@ -51,6 +51,13 @@ struct Arg {
   const int64_t* shape;
 };
 
+// param(i): the entry point's i-th tensor.
+struct Params {
+  void** params;
+  int64_t** shapes;
+  Arg operator()(int i) const { return Arg{static_cast<const float*>(params[i]), shapes[i]}; }
+};
+
 // entry(args) as MindSpore calls it (inputs, then outputs).
 int invoke(Entry entry, std::initializer_list<Arg> args) {
   void* params[8];
@@ -84,7 +91,7 @@ int dfc_gate(void** params, int64_t** shapes) {
   const Shape gate_shape{N, C_out, pooled_shape[2], pooled_shape[3]};
   float* pooled = buffer(t_first, pooled_shape);
   float* projected = buffer(t_second, gate_shape);
-  auto param = [&](int i) { return Arg{static_cast<const float*>(params[i]), shapes[i]}; };
+  const Params param{params, shapes};
   int status = invoke(AvgPool2x2, {{x, shapes[0]}, {pooled, pooled_shape.data()}});
   status |= invoke(PointwiseBias, {{pooled, pooled_shape.data()}, param(1), param(2),
                                    {projected, gate_shape.data()}});
@@ -103,7 +110,7 @@ int squeeze_excite(void** params, int64_t** shapes) {
   const Shape mean_shape{N, C, 1, 1}, reduced_shape{N, reduced, 1, 1};
   float* mean = buffer(t_first, mean_shape);
   float* hidden = buffer(t_second, reduced_shape);
-  auto param = [&](int i) { return Arg{static_cast<const float*>(params[i]), shapes[i]}; };
+  const Params param{params, shapes};
   int status = invoke(SpatialMean, {{x, shapes[0]}, {mean, mean_shape.data()}});
   status |= invoke(PointwiseBiasRelu, {{mean, mean_shape.data()}, param(1), param(2),
                                        {hidden, reduced_shape.data()}});
@@ -120,7 +127,7 @@ int ghost_module(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const Shape z_shape{shapes[0][0], shapes[1][0], shapes[0][2], shapes[0][3]};
   float* z = buffer(t_first, z_shape);
-  auto param = [&](int i) { return Arg{static_cast<const float*>(params[i]), shapes[i]}; };
+  const Params param{params, shapes};
   int status = invoke(Pointwise, {{x, shapes[0]}, param(1), {z, z_shape.data()}});
   const Arg product{z, z_shape.data()};
   if (EXTRA)
