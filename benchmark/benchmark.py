@@ -482,8 +482,6 @@ class MindSporeDenseInference:
                 path = os.path.join(config["tmp"], f"{section}_{engine}_b{batch}.mindir")
                 export_network(net, "MINDIR", path, batch, size, size, cpu_kernels=kernels)
                 self.engines[engine][batch] = load_mindir(path)
-        if section == "segmentation":
-            net.matmul_resize = True  # as export.py does for ONNX (no bilinear resize there)
         self.onnx_path = os.path.join(config["tmp"], f"{section}.onnx")
         export_network(net, "ONNX", self.onnx_path, 1, size, size,
                        output_names=get_task(section).OUTPUT_NAMES)
@@ -1305,8 +1303,6 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 from export import export_network
 {build}
 from benchmark import onnxruntime_options  # the build put benchmark/ on the path
-if hasattr(net, "matmul_resize"):
-    net.matmul_resize = True  # as export.py exports a segmenter to ONNX
 path = os.path.join(sys.argv[1], "net.onnx")
 export_network(net, "ONNX", path, 1, {size}, {size})
 options = onnxruntime_options({threads})

@@ -791,9 +791,11 @@ def count_kernel_layers(net):
 def portable(net, file_format=None):
     """``with portable(net, file_format): ...`` runs the block with MindSpore's
     standard operators (for ONNX / AIR / portable MINDIR export), then
-    restores the network. For ONNX (or an unknown format) the DFC upsample is
-    ResizeNearestNeighbor (ONNX Resize, fast in onnxruntime); for MINDIR and
-    AIR the gathers MindSpore runs faster."""
+    restores the network. For ONNX (or an unknown format) every cell with an
+    ``export_form`` attribute gets it set: the DFC upsample becomes
+    ResizeNearestNeighbor (ONNX Resize, fast in onnxruntime; for MINDIR and
+    AIR the gathers MindSpore runs faster), DeepLabV3's final bilinear resize
+    two MatMuls (the ONNX exporter has no bilinear resize)."""
     return _kernels_switched(net, False, export_form=file_format not in ("MINDIR", "AIR"))
 
 
@@ -809,15 +811,15 @@ def _kernels_switched(net, enabled, export_form=False):
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, KernelSwitch)]
     saved = [cell.use_kernel for cell in cells]
     use_cpu_kernels(net, enabled)
-    for cell in cells:
-        if hasattr(cell, "export_form"):
-            cell.export_form = export_form
+    forms = [cell for _, cell in net.cells_and_names() if hasattr(cell, "export_form")]
+    for cell in forms:
+        cell.export_form = export_form
     try:
         yield net
     finally:
+        for cell in forms:
+            cell.export_form = False
         for cell, use_kernel in zip(cells, saved):
-            if hasattr(cell, "export_form"):
-                cell.export_form = False
             cell.set_kernel(use_kernel)
         forget_compiled_graphs(net)
 

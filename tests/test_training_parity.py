@@ -59,7 +59,12 @@ TOLERANCE = {
     "ghostnetv2_130": {"lr": 1e-6, "loss": 2e-3, "update": 0.15, "bn": 2e-3, "ema": 0.15,
                        "ema_bn": 1e-3},
 }
-WIDTHS = ("ghostnetv2_100", "ghostnetv2_130")
+# The trajectory runs at width 1.0 only: the training code is the same at
+# every width, and 1.0 is where float32 noise allows tight limits (at 1.3 the
+# update limit had to be 15%, too loose to catch much, for ~1 minute of the
+# suite's 20). The 1.3 limits stay for a by-hand run (add it here). Every
+# width's recipe is checked against the official command above.
+WIDTHS = ("ghostnetv2_100",)
 
 
 def recipe(name, overrides=OVERRIDES):

@@ -358,10 +358,10 @@ def evaluate(config, info, where):
 def export_settings(args, net, model, info, where):
     """Input: --image_height / --image_width, else the training crop. Output:
     the logits at the input size (argmax gives the mask). For ONNX the final
-    bilinear resize is written as two MatMuls (DeepLabV3.matmul_resize:
-    MindSpore's ONNX exporter has no bilinear resize); same numbers."""
+    bilinear resize is written as two MatMuls (DeepLabV3.export_form, set by
+    export_network: MindSpore's ONNX exporter has no bilinear resize); same
+    numbers."""
     info = record(info, where)
-    net.matmul_resize = args.file_format == "ONNX"
     size = int(info["input_size"][1])
     height, width = args.image_height or size, args.image_width or size
     if min(height, width) < net.min_input_size:

@@ -89,9 +89,9 @@ class DeepLabV3(nn.Cell):
         self.decode_head = ASPPHead(main_in, num_classes, channels, dilations, dropout)
         self.auxiliary_head = (FCNHead(aux_in, num_classes, aux_channels, dropout=dropout)
                                if aux_channels > 0 else None)
-        # The final resize as matrix products (set for ONNX export, whose
-        # exporter lacks the bilinear resize).
-        self.matmul_resize = False
+        # The final resize as matrix products in an ONNX export, whose
+        # exporter lacks the bilinear resize (set by cpu_kernels.portable).
+        self.export_form = False
 
     @property
     def min_input_size(self):
@@ -108,6 +108,6 @@ class DeepLabV3(nn.Cell):
     def construct(self, x):
         _, features = self.backbone.forward_pyramid(x, (AUX_FEATURE, MAIN_FEATURE))
         logits = self.decode_head(features)
-        if self.matmul_resize:
+        if self.export_form:
             return resize_bilinear_matmul(logits, x.shape[2:])
         return resize_bilinear(logits, x.shape[2:])
