@@ -264,7 +264,9 @@ class KernelSwitch:
 
 class ConvKernel(KernelSwitch):
     """Mixin of the convolution cells (nn.Conv2d subclasses): ``self.kernel``
-    computes the convolution, its bias and its activation."""
+    computes the convolution, its bias and its activation. Cells with a
+    ``relu`` flag (depthwise, small dense) get it from ``fuse_relu``;
+    PointwiseConv2d has its own (an ``activation``)."""
 
     def convolve(self, x, on_kernel):
         """The kernel's output (activation included), or MindSpore's
@@ -277,6 +279,18 @@ class ConvKernel(KernelSwitch):
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
+
+    def convolve_relu(self, x, on_kernel):
+        """convolve(), then ReLU where ``relu`` is set (the kernel applies it itself)."""
+        out = self.convolve(x, on_kernel)
+        if self.relu and not on_kernel:
+            out = ops.relu(out)
+        return out
+
+    def fuse_relu(self):
+        """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
+        self.relu = True
+        self.refresh()
 
 
 class DepthwiseConv2d(ConvKernel, nn.Conv2d):
@@ -321,17 +335,8 @@ class DepthwiseConv2d(ConvKernel, nn.Conv2d):
         return (self.backward_input(dout, weight, x), self.backward_weight(dout, x, weight),
                 dout.sum((0, 2, 3)))
 
-    def fuse_relu(self):
-        """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
-        self.relu = True
-        self.refresh()
-
     def construct(self, x):
-        on_kernel = self.use_kernel and x.dtype == mstype.float32
-        out = self.convolve(x, on_kernel)
-        if self.relu and not on_kernel:
-            out = ops.relu(out)
-        return out
+        return self.convolve_relu(x, self.use_kernel and x.dtype == mstype.float32)
 
 
 class PointwiseConv2d(ConvKernel, nn.Conv2d):
@@ -465,17 +470,9 @@ class SmallConv2d(ConvKernel, nn.Conv2d):
         dx, dw, dout = self._grads(x, weight, out, dout)
         return dx, dw, dout.sum((0, 2, 3))
 
-    def fuse_relu(self):
-        """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
-        self.relu = True
-        self.refresh()
-
     def construct(self, x):
-        on_kernel = self.use_kernel and not self.training and x.dtype == mstype.float32
-        out = self.convolve(x, on_kernel)
-        if self.relu and not on_kernel:
-            out = ops.relu(out)
-        return out
+        return self.convolve_relu(x, self.use_kernel and not self.training
+                                  and x.dtype == mstype.float32)
 
 
 class Linear(KernelSwitch, nn.Dense):
