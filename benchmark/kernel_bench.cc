@@ -7,7 +7,7 @@
 //   cd src/kernels && for f in "" "-mno-avx512f" "-mno-avx512f -mno-avx2"; do
 //     g++ -O3 -march=native $f -fopenmp-simd -pthread -std=c++17 -I. \
 //         -o /tmp/kernel_bench ../../benchmark/kernel_bench.cc pool.cc depthwise.cc \
-//         gating.cc batchnorm.cc pointwise.cc && /tmp/kernel_bench 1 2; done
+//         gating.cc batchnorm.cc pointwise.cc fused.cc && /tmp/kernel_bench 1 2; done
 //
 // Arguments: batch (default 1), threads (default 2). MEDIAN=1: medians instead.
 #include <algorithm>
@@ -25,6 +25,8 @@ AOT(GhostTailResidual)
 AOT(DwConvS2Bias)
 AOT(DwConvS1Bias)
 AOT(PointwiseBias)
+AOT(SmallConvS2BiasRelu)
+AOT(DfcGate)
 extern "C" void SetNumThreads(int);
 
 namespace {
@@ -126,5 +128,25 @@ int main(int argc, char** argv) {
   pointwise(160, 3, 960);
   pointwise(960, 1, 240);
   printf("pointwise sum %.1f us\n", pointwise_total);
+  // The stem: 3x3 stride-2 conv, 3 -> 16 channels, bias and ReLU.
+  {
+    std::vector<Tensor> t{random_tensor({N, 3, 224, 224}), random_tensor({16, 3, 3, 3}),
+                          random_tensor({16}), random_tensor({N, 16, 112, 112})};
+    printf("%-18s %4dx%3dx%3d ->%4d %9.1f us\n", "SmallConvS2BiasRelu", 3, 224, 224, 16,
+           time_us(SmallConvS2BiasRelu, t, calls));
+  }
+  // DFC gates (pool, 1x1, 1x5, 5x1): input channels, map, gate channels.
+  auto dfc = [&](int64_t C, int64_t H, int64_t O) {
+    const int64_t P = H / 2;
+    std::vector<Tensor> t{random_tensor({N, C, H, H}), random_tensor({O, C, 1, 1}),
+                          random_tensor({O}), random_tensor({O, 1, 1, 5}), random_tensor({O}),
+                          random_tensor({O, 1, 5, 1}), random_tensor({O}),
+                          random_tensor({N, O, P, P})};
+    printf("%-18s %4ldx%3ldx%3ld ->%4ld %9.1f us\n", "DfcGate", (long)C, (long)H, (long)H,
+           (long)O, time_us(DfcGate, t, calls));
+  };
+  dfc(24, 56, 72);
+  dfc(112, 14, 672);
+  dfc(160, 7, 960);
   return 0;
 }

@@ -67,7 +67,7 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel", "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
@@ -692,6 +692,34 @@ class DfcGate(KernelSwitch, nn.Cell):
                   vertical_weight, vertical_bias):
         return self.kernel(x, project_weight, project_bias, horizontal_weight, horizontal_bias,
                            vertical_weight, vertical_bias)
+
+
+class GhostBottleneckKernel(KernelSwitch, nn.Cell):
+    """A whole BN-folded ghost bottleneck as one kernel (inference only): the
+    DFC gate, ghost1, the stride-2 depthwise conv, the SE block, the shortcut
+    and ghost2 with the shortcut added, each on the kernel its cell runs alone
+    (src/kernels/fused.cc): one MindSpore operator instead of 2-7, the same
+    bits. Called with the parts' weights and biases in that order, those of
+    absent parts left out; the bottleneck runs its cells when ``use_kernel``
+    is off."""
+
+    def __init__(self, dfc, strided, se, shortcut_conv):
+        super().__init__()
+        self.strided = strided
+        self.name = ("GhostBottleneck" + ("Dfc" if dfc else "") + ("Dw" if strided else "")
+                     + ("Se" if se else "") + ("Sc" if shortcut_conv else ""))
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        def out_shape(x, *weights):
+            # ghost2's primary 1x1 weight is the last but three: half the output channels
+            size = (lambda s: (s - 1) // 2 + 1) if self.strided else (lambda s: s)
+            return [x[0], 2 * weights[-4][0], size(x[2]), size(x[3])]
+
+        self.kernel = _custom(library, self.name, out_shape)
+
+    def construct(self, x, *weights):
+        return self.kernel(x, *weights)
 
 
 class SqueezeExciteKernel(KernelSwitch, nn.Cell):

@@ -13,7 +13,8 @@ and gains a bias; the BatchNorm becomes an ``nn.Identity`` (same indices, so
 that applied ReLU (``cpu_kernels.BatchNorm2d(relu=True)``) leaves it to the
 convolution's kernel, or to an ``nn.ReLU`` in its place. Then chains of
 operators become one CPU kernel each (the cells' ``fuse_kernels``): a ghost
-module's work after its primary 1x1 convolution, its DFC branch, an SE block.
+module's work after its primary 1x1 convolution, its DFC branch, an SE block,
+then a whole bottleneck.
 Logits are those of the unfused network up to float32 rounding.
 
 Folding is for evaluation, export and inference only: a fused network has
@@ -65,8 +66,9 @@ def fuse_bn(net):
         raise RuntimeError(f"fuse_bn: {len(left)} BatchNorm layer(s) do not follow a convolution "
                            f"and cannot be folded: {', '.join(left[:5])}")
     # Chains of operators as one kernel each: a ghost module's bias, ReLU,
-    # cheap conv, concat and gate; its DFC branch; an SE block.
-    for _, cell in list(net.cells_and_names()):
+    # cheap conv, concat and gate; its DFC branch; an SE block; then a whole
+    # bottleneck (inner cells first: it fuses where its parts did).
+    for _, cell in reversed(list(net.cells_and_names())):
         if hasattr(cell, "fuse_kernels"):
             cell.fuse_kernels()
     # Cells changed in place keep their full hierarchical parameter names;

@@ -34,8 +34,9 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 from src.cpu_kernels import (MAX_KERNEL_TAPS, AvgPool2x2, BatchNorm2d, ChannelScale,
-                             DepthwiseConv2d, DfcGate, GateMultiply, GhostModuleKernel, Linear,
-                             PointwiseConv2d, SmallConv2d, SpatialMean, SqueezeExciteKernel)
+                             DepthwiseConv2d, DfcGate, GateMultiply, GhostBottleneckKernel,
+                             GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d, SpatialMean,
+                             SqueezeExciteKernel)
 from src.teardown import quiet_cell_teardown
 
 quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
@@ -295,6 +296,7 @@ class GhostBottleneck(nn.Cell):
         self.drop_path = _drop_path_cell(drop_path) if drop_path > 0 else None
         self.ghost2 = GhostModule(mid_channels, out_channels, relu=False,
                                   takes_residual=self.drop_path is None, dilation=dilation_out)
+        self.fused = None  # set by fuse_kernels()
         self.identity_shortcut = in_channels == out_channels and not strided
         if not self.identity_shortcut:
             self.shortcut = nn.SequentialCell([
@@ -305,7 +307,53 @@ class GhostBottleneck(nn.Cell):
                 BatchNorm2d(out_channels),
             ])
 
+    def fuse_kernels(self):
+        """After fuse_bn and the parts' own fuse_kernels (fuse_bn runs those
+        first): the whole block in one CPU kernel (cpu_kernels.GhostBottleneckKernel)
+        where every part runs on its own kernel. Same parameters."""
+        parts = [self.ghost1.fused, self.ghost2.fused] + list(self._convs())
+        if self.ghost1.use_dfc:
+            parts.append(self.ghost1.dfc_gate)
+        if self.has_se:
+            parts.append(self.se.fused)
+        if self.drop_path is not None or any(part is None or not part.use_kernel for part in parts):
+            return
+        # The kernel runs these convs with a bias and nothing after it.
+        if not all(conv.has_bias and not getattr(conv, "relu", False)
+                   and getattr(conv, "activation", None) is None for conv in self._convs()):
+            return
+        self.fused = GhostBottleneckKernel(self.ghost1.use_dfc, self.has_dw, self.has_se,
+                                           not self.identity_shortcut)
+
+    def _convs(self):
+        """The block's convs outside its ghost and SE modules."""
+        convs = (self.conv_dw,) if self.has_dw else ()
+        if not self.identity_shortcut:
+            convs += (self.shortcut[0], self.shortcut[2])
+        return convs
+
+    def _fused_weights(self):
+        """The parameters GhostBottleneckKernel takes, in its order."""
+        def weight_and_bias(*convs):
+            return sum(((conv.weight, conv.bias) for conv in convs), ())
+        ghost1, ghost2 = self.ghost1, self.ghost2
+        weights = ()
+        if ghost1.use_dfc:
+            weights += weight_and_bias(ghost1.short_conv[0], ghost1.short_conv[2],
+                                       ghost1.short_conv[4])
+        weights += weight_and_bias(ghost1.primary_conv[0], ghost1.cheap_operation[0])
+        if self.has_dw:
+            weights += weight_and_bias(self.conv_dw)
+        if self.has_se:
+            weights += weight_and_bias(self.se.conv_reduce, self.se.conv_expand)
+        if not self.identity_shortcut:
+            weights += weight_and_bias(self.shortcut[0], self.shortcut[2])
+        return weights + weight_and_bias(ghost2.primary_conv[0], ghost2.cheap_operation[0])
+
     def construct(self, x):
+        if (self.fused is not None and self.fused.use_kernel and not self.training
+                and x.dtype == mstype.float32):
+            return self.fused(x, *self._fused_weights())
         out = self.ghost1(x)
         if self.has_dw:
             out = self.bn_dw(self.conv_dw(out))

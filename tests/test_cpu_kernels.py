@@ -10,9 +10,9 @@ import mindspore as ms
 from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d,
-                             SpatialMean,
-                             count_kernel_layers, kernels_available, portable, use_cpu_kernels,
+                             GateMultiply, GhostBottleneckKernel, GhostModuleKernel, Linear,
+                             PointwiseConv2d, SmallConv2d, SpatialMean, count_kernel_layers,
+                             forget_compiled_graphs, kernels_available, portable, use_cpu_kernels,
                              _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
@@ -224,11 +224,20 @@ def test_network_with_kernels_and_portable():
     fuse_bn(net)
     modules = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostModuleKernel)]
     assert len(modules) == 32 and all(module.use_kernel for module in modules)
+    blocks = [cell for _, cell in net.cells_and_names() if isinstance(cell, GhostBottleneckKernel)]
+    assert len(blocks) == 16 and all(block.use_kernel for block in blocks)
     fused_layers = count_kernel_layers(net)
     fused = net(images).asnumpy()
     scale = np.abs(reference).max()
     assert np.abs(on_kernels - reference).max() <= 1e-5 * scale
     assert np.abs(fused - reference).max() <= 1e-4 * scale
+    # A bottleneck's kernel gives its parts' kernels' bits (7 variants, odd maps).
+    for block in blocks:
+        block.use_kernel = False
+    forget_compiled_graphs(net)
+    np.testing.assert_array_equal(net(images).asnumpy(), fused)
+    for block in blocks:
+        block.use_kernel = True
     with portable(net):
         assert count_kernel_layers(net) == 0
     assert count_kernel_layers(net) == fused_layers
@@ -339,6 +348,17 @@ def kernel_calls():
         calls += [(f"SmallConvS{s}", [x[:, :3], r(7, 3, 3, 3)], [out]),
                   (f"SmallConvS{s}BiasRelu", [x[:, :3], r(7, 3, 3, 3), r(7)], [out])]
     calls += [(name, inputs, [chain[-1][2]]) for name, inputs, chain in fused_chains(r, x)]
+    # Whole bottlenecks: every part (stride 2: 45x47 -> 23x24; 16 channels
+    # inside, 12 out), and the bare one (c channels throughout).
+    module1, module2 = [r(8, c, 1, 1), r(8), r(8, 1, 3, 3), r(8)], [r(6, 16, 1, 1), r(6),
+                                                                   r(6, 1, 3, 3), r(6)]
+    dfc = [r(16, c, 1, 1), r(16), r(16, 1, 1, 5), r(16), r(16, 1, 5, 1), r(16)]
+    se = [r(4, 16, 1, 1), r(4), r(16, 4, 1, 1), r(16)]
+    shortcut = [r(c, 1, 5, 5), r(c), r(12, c, 1, 1), r(12)]
+    bare = [r(c // 2, c, 1, 1), r(c // 2), r(c // 2, 1, 3, 3), r(c // 2)] * 2
+    calls += [("GhostBottleneckDfcDwSeSc", [x] + dfc + module1 + [r(16, 1, 5, 5), r(16)] + se
+               + shortcut + module2, [(n, 12, 23, 24)]),
+              ("GhostBottleneck", [x] + bare, [x.shape])]
     return calls
 
 

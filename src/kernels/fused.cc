@@ -17,6 +17,12 @@
 //   GhostModule[Relu][Gate|Residual](x, wp, b1, w, b2[, extra]) -> out
 //       Pointwise(x, wp) -> z, then GhostTail[Relu][Gate|Residual](z, b1, w,
 //       b2[, extra]): a BN-folded ghost module (depthwise.cc's ghost_tail)
+//   GhostBottleneck[Dfc][Dw][Se][Sc](x, [dfc 6], ghost1 4, [dw 2], [se 4],
+//       [shortcut 4], ghost2 4) -> out: a whole BN-folded bottleneck, each part
+//       the entry point above that its cell runs alone: DfcGate, GhostModuleRelu
+//       [Gate], DwConvS2Bias (Dw: the stride-2 depthwise conv), SqueezeExcite,
+//       the shortcut (Sc: depthwise conv at the block's stride, then
+//       PointwiseBias; else x itself) and GhostModuleResidual
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -36,8 +42,15 @@ int PointwiseBias(AOT_ARGS);
 int PointwiseBiasRelu(AOT_ARGS);
 int PointwiseBiasHardSigmoid(AOT_ARGS);
 int DwConvS1Bias(AOT_ARGS);
+int DwConvS2Bias(AOT_ARGS);
 int SpatialMean(AOT_ARGS);
 int ChannelScale(AOT_ARGS);
+// This file's, composed by GhostBottleneck*.
+int DfcGate(AOT_ARGS);
+int SqueezeExcite(AOT_ARGS);
+int GhostModuleRelu(AOT_ARGS);
+int GhostModuleReluGate(AOT_ARGS);
+int GhostModuleResidual(AOT_ARGS);
 }
 
 namespace {
@@ -137,6 +150,75 @@ int ghost_module(void** params, int64_t** shapes) {
   return status;
 }
 
+// The bottleneck's own intermediates: the parts above use t_first / t_second.
+thread_local std::vector<float> t_block[4];
+
+// The parts in GhostBottleneck.construct's order; params (inputs, then the
+// output) in the order of the entry's comment at the top. At batch 1 this is
+// one dispatch instead of 2-7 (ghostnetv2_100: 72 operators -> 21).
+template <bool DFC, bool DW, bool SE, bool SC>
+int ghost_bottleneck(void** params, int64_t** shapes) {
+  const Params param{params, shapes};
+  const Arg x = param(0);
+  const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3];
+  int i = 1, status = 0;
+  Shape gate_shape{}, mid_shape{N, 0, H, W};
+  float* gate = nullptr;
+  if (DFC) {
+    gate_shape = Shape{N, shapes[i][0], H / 2, W / 2};
+    gate = buffer(t_block[0], gate_shape);
+    status |= invoke(DfcGate, {x, param(i), param(i + 1), param(i + 2), param(i + 3),
+                               param(i + 4), param(i + 5), {gate, gate_shape.data()}});
+    i += 6;
+  }
+  mid_shape[1] = 2 * shapes[i][0];
+  float* mid = buffer(t_block[1], mid_shape);
+  if (DFC)
+    status |= invoke(GhostModuleReluGate, {x, param(i), param(i + 1), param(i + 2), param(i + 3),
+                                           {gate, gate_shape.data()}, {mid, mid_shape.data()}});
+  else
+    status |= invoke(GhostModuleRelu, {x, param(i), param(i + 1), param(i + 2), param(i + 3),
+                                       {mid, mid_shape.data()}});
+  i += 4;
+  // At the block's stride: "same" padding, odd sizes rounded up.
+  const int64_t OH = DW ? (H - 1) / 2 + 1 : H, OW = DW ? (W - 1) / 2 + 1 : W;
+  if (DW) {
+    const Shape strided_shape{N, mid_shape[1], OH, OW};
+    float* strided = buffer(t_block[2], strided_shape);
+    status |= invoke(DwConvS2Bias, {{mid, mid_shape.data()}, param(i), param(i + 1),
+                                    {strided, strided_shape.data()}});
+    std::swap(t_block[1], t_block[2]);  // the block's tensor stays in t_block[1]
+    mid = strided;
+    mid_shape = strided_shape;
+    i += 2;
+  }
+  if (SE) {
+    float* excited = buffer(t_block[2], mid_shape);
+    status |= invoke(SqueezeExcite, {{mid, mid_shape.data()}, param(i), param(i + 1),
+                                     param(i + 2), param(i + 3), {excited, mid_shape.data()}});
+    std::swap(t_block[1], t_block[2]);
+    mid = excited;
+    i += 4;
+  }
+  Arg shortcut = x;
+  Shape shortcut_shape{N, 0, OH, OW};
+  if (SC) {
+    const Shape thin_shape{N, x.shape[1], OH, OW};
+    float* thin = buffer(t_block[0], thin_shape);  // the gate is used up
+    status |= invoke(DW ? DwConvS2Bias : DwConvS1Bias,
+                     {x, param(i), param(i + 1), {thin, thin_shape.data()}});
+    shortcut_shape[1] = shapes[i + 2][0];
+    float* wide = buffer(t_block[3], shortcut_shape);
+    status |= invoke(PointwiseBias, {{thin, thin_shape.data()}, param(i + 2), param(i + 3),
+                                     {wide, shortcut_shape.data()}});
+    shortcut = Arg{wide, shortcut_shape.data()};
+    i += 4;
+  }
+  status |= invoke(GhostModuleResidual, {{mid, mid_shape.data()}, param(i), param(i + 1),
+                                         param(i + 2), param(i + 3), shortcut, param(i + 4)});
+  return status;
+}
+
 }  // namespace
 
 extern "C" {
@@ -147,4 +229,15 @@ int GhostModuleRelu(AOT_ARGS) { return ghost_module<GhostTailRelu, false>(params
 int GhostModuleGate(AOT_ARGS) { return ghost_module<GhostTailGate, true>(params, shapes); }
 int GhostModuleReluGate(AOT_ARGS) { return ghost_module<GhostTailReluGate, true>(params, shapes); }
 int GhostModuleResidual(AOT_ARGS) { return ghost_module<GhostTailResidual, true>(params, shapes); }
+// GhostBottleneck + Dfc / Dw / Se / Sc, in that order, for each combination.
+#define GHOST_BOTTLENECK(NAME, DFC, DW, SE, SC) \
+  int NAME(AOT_ARGS) { return ghost_bottleneck<DFC, DW, SE, SC>(params, shapes); }
+#define GHOST_BOTTLENECK_SC(NAME, DFC, DW, SE) \
+  GHOST_BOTTLENECK(NAME, DFC, DW, SE, false) GHOST_BOTTLENECK(NAME##Sc, DFC, DW, SE, true)
+#define GHOST_BOTTLENECK_SE(NAME, DFC, DW) \
+  GHOST_BOTTLENECK_SC(NAME, DFC, DW, false) GHOST_BOTTLENECK_SC(NAME##Se, DFC, DW, true)
+#define GHOST_BOTTLENECK_DW(NAME, DFC) \
+  GHOST_BOTTLENECK_SE(NAME, DFC, false) GHOST_BOTTLENECK_SE(NAME##Dw, DFC, true)
+GHOST_BOTTLENECK_DW(GhostBottleneck, false)
+GHOST_BOTTLENECK_DW(GhostBottleneckDfc, true)
 }
