@@ -341,6 +341,9 @@ def kernel_calls():
         calls += [("Pointwise", [r(*shape), weight], [out]),
                   ("PointwiseBiasRelu", [r(*shape), weight, bias], [out]),
                   ("PointwiseBiasHardSigmoid", [r(*shape) * 3, weight, bias], [out])]
+    # Small planes: the depthwise conv with channels in the vector lanes.
+    small = r(n, c, 3, 3)
+    calls.append(("DwConvS1Bias", [small, r(c, 1, 1, 5), r(c)], [small.shape]))
     calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
     # The stem's dense conv (3 input channels, 9 taps each), both strides.
     for s in (1, 2):
@@ -406,6 +409,31 @@ def test_fused_kernels_are_their_chains():
             value, = call_kernel(library, step, step_inputs, [shape])
         fused, = call_kernel(library, name, inputs, [value.shape])
         np.testing.assert_array_equal(fused, value, err_msg=name)
+
+
+@pytest.mark.parametrize("entry", ["DwConvS1", "DwConvS1BiasRelu"])
+def test_depthwise_small_planes_are_the_plane_by_plane_sums(entry):
+    """On planes of at most 16 pixels the depthwise kernel computes many
+    channels at once (forward_small); it gives bit-for-bit what the kernel
+    computes one plane at a time (one channel per call), partial channel
+    blocks and 1x1 planes included."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    rng = np.random.default_rng(5)
+    for channels, (h, w), (kh, kw) in ((37, (3, 3), (1, 5)), (37, (3, 3), (5, 1)),
+                                       (20, (4, 4), (3, 3)), (16, (1, 1), (3, 3)),
+                                       (33, (2, 5), (5, 5))):
+        x = rng.normal(size=(2, channels, h, w)).astype(np.float32)
+        weight = rng.normal(size=(channels, 1, kh, kw)).astype(np.float32)
+        bias = rng.normal(size=channels).astype(np.float32)
+        extra = [bias] if "Bias" in entry else []
+        got, = call_kernel(library, entry, [x, weight] + extra, [x.shape])
+        for n in range(2):
+            for c in range(channels):
+                one, = call_kernel(library, entry, [x[n:n + 1, c:c + 1], weight[c:c + 1]]
+                                   + [b[c:c + 1] for b in extra], [(1, 1, h, w)])
+                np.testing.assert_array_equal(got[n, c], one[0, 0],
+                                              err_msg=f"{channels}x{h}x{w}, {kh}x{kw}, {n}/{c}")
 
 
 def test_small_conv_kernel_against_numpy():
