@@ -344,6 +344,8 @@ def kernel_calls():
     # Small planes: the depthwise conv with channels in the vector lanes.
     small = r(n, c, 3, 3)
     calls.append(("DwConvS1Bias", [small, r(c, 1, 1, 5), r(c)], [small.shape]))
+    tail = [r(n, c, 7, 7), r(c), r(c, 1, 3, 3), r(c)]
+    calls.append(("GhostTailReluGate", tail + [r(n, 2 * c, 3, 3)], [(n, 2 * c, 7, 7)]))
     calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
     # The stem's dense conv (3 input channels, 9 taps each), both strides.
     for s in (1, 2):
@@ -434,6 +436,35 @@ def test_depthwise_small_planes_are_the_plane_by_plane_sums(entry):
                                    + [b[c:c + 1] for b in extra], [(1, 1, h, w)])
                 np.testing.assert_array_equal(got[n, c], one[0, 0],
                                               err_msg=f"{channels}x{h}x{w}, {kh}x{kw}, {n}/{c}")
+
+
+@pytest.mark.parametrize("entry", ["GhostTail", "GhostTailRelu", "GhostTailGate",
+                                   "GhostTailReluGate", "GhostTailResidual"])
+def test_ghost_tail_small_planes_are_the_plane_by_plane_results(entry):
+    """The same for the ghost-module tail (ghost_tail_small, planes of at
+    most 64 pixels): every variant against one channel per call, with 2x,
+    odd (5x9 from 3x4) and 1x1 gates and a partial channel block."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    rng = np.random.default_rng(6)
+    for channels, (h, w), gate_size in ((37, (7, 7), (3, 3)), (16, (8, 8), (4, 4)),
+                                        (20, (5, 9), (3, 4)), (33, (1, 1), (1, 1))):
+        z, b1 = rng.normal(size=(2, channels, h, w)).astype(np.float32), rng.normal(size=channels)
+        weight, b2 = rng.normal(size=(channels, 1, 3, 3)), rng.normal(size=channels)
+        extra = []
+        if "Gate" in entry:
+            extra = [rng.uniform(-40, 40, (2, 2 * channels, *gate_size))]
+        if "Residual" in entry:
+            extra = [rng.normal(size=(2, 2 * channels, h, w))]
+        got, = call_kernel(library, entry, [z, b1, weight, b2] + extra,
+                           [(2, 2 * channels, h, w)])
+        for c in range(channels):
+            halves = [c, channels + c]
+            one, = call_kernel(library, entry, [z[:, c:c + 1], b1[c:c + 1], weight[c:c + 1],
+                                                b2[c:c + 1]] + [e[:, halves] for e in extra],
+                               [(2, 2, h, w)])
+            np.testing.assert_array_equal(got[:, halves], one,
+                                          err_msg=f"{channels}x{h}x{w}, channel {c}")
 
 
 def test_small_conv_kernel_against_numpy():
