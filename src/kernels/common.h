@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 // The signature MindSpore calls an AOT custom CPU operator with:
 // (nparam, params, ndims, shapes, dtypes, stream, extra); the kernels use
 // params (inputs, then outputs) and shapes.
@@ -34,6 +38,48 @@ inline Vec load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
 inline void store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
 
 typedef int32_t VecI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// The first n < kLanes floats at p, the other lanes zero; and their store.
+// Masked where the ISA has masks (AVX-512, AVX), so that a row shorter than
+// a vector (14 at 14x14 with AVX-512) or a row's end is not left to scalar
+// code: a ghost-module tail's short rows were most of its instructions.
+#if defined(__AVX512F__)
+inline __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+inline Vec load_n(const float* p, int n) { return (Vec)_mm512_maskz_loadu_ps(first_lanes(n), p); }
+inline void store_n(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), (__m512)v); }
+#elif defined(__AVX__)
+inline __m256i first_lanes(int n) {
+  return _mm256_castps_si256(_mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_ps(static_cast<float>(n)), _CMP_LT_OQ));
+}
+inline Vec load_n(const float* p, int n) { return (Vec)_mm256_maskload_ps(p, first_lanes(n)); }
+inline void store_n(float* p, Vec v, int n) { _mm256_maskstore_ps(p, first_lanes(n), (__m256)v); }
+#else
+inline Vec load_n(const float* p, int n) {
+  Vec v = {};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+inline void store_n(float* p, Vec v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+#endif
+
+// body(j, n) over [0, count) on whole vectors, n = kLanes, then the rest,
+// n < kLanes; body loads and stores with load_part / store_part.
+template <class Body>
+inline void for_vectors(int count, Body body) {
+  int j = 0;
+  for (; j + kLanes <= count; j += kLanes) body(j, kLanes);
+  if (j < count) body(j, count - j);
+}
+inline Vec load_part(const float* p, int n) { return n == kLanes ? load(p) : load_n(p, n); }
+inline void store_part(float* p, Vec v, int n) {
+  if (n == kLanes)
+    store(p, v);
+  else
+    store_n(p, v, n);
+}
 
 inline Vec splat(float v) { return Vec{} + v; }
 

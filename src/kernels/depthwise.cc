@@ -120,12 +120,12 @@ void store_rows(const float* acc, int pitch, int rows, int cols, float bias, flo
   for (int i = 0; i < rows; ++i) {
     const float* a = acc + (size_t)i * pitch;
     float* out = y + (size_t)i * cols;
-    for (int j = 0; j < cols; ++j) {
-      float v = a[j];
+    ghost::for_vectors(cols, [&](int j, int n) {
+      Vec v = ghost::load_part(a + j, n);
       if (BIAS) v += bias;
-      if (RELU) v = v > 0.f ? v : 0.f;
-      out[j] = v;
-    }
+      if (RELU) v = v > 0.f ? v : Vec{};
+      ghost::store_part(out + j, v, n);
+    });
   }
 }
 
@@ -468,40 +468,37 @@ int small_conv(void** params, int64_t** shapes) {
   return 0;
 }
 
-// out[j] = act(z[j] + bias). The pointers never overlap (__restrict: the
-// loops vectorise; without it GCC kept them scalar).
+// out[j] = act(z[j] + bias).
 template <bool RELU>
-void bias_act_row(const float* __restrict z, float bias, int W, float* __restrict out) {
-#pragma omp simd
-  for (int j = 0; j < W; ++j) {
-    const float v = z[j] + bias;
-    out[j] = RELU ? (v > 0.f ? v : 0.f) : v;
-  }
+void bias_act_row(const float* z, float bias, int W, float* out) {
+  ghost::for_vectors(W, [&](int j, int n) {
+    Vec v = ghost::load_part(z + j, n) + bias;
+    if (RELU) v = v > 0.f ? v : Vec{};
+    ghost::store_part(out + j, v, n);
+  });
 }
 
 // One output row of both halves of a ghost module: o1 = x1 (* gate g1)
 // (+ r1), o2 = act(a + bias) (* gate g2) (+ r2).
 template <bool RELU, bool GATE, bool RESIDUAL>
-void tail_row(const float* __restrict x1, const float* __restrict a, float bias,
-              const float* __restrict g1, const float* __restrict g2,
-              const float* __restrict r1, const float* __restrict r2, int W,
-              float* __restrict o1, float* __restrict o2) {
-#pragma omp simd
-  for (int j = 0; j < W; ++j) {
-    float v = a[j] + bias;
-    if (RELU) v = v > 0.f ? v : 0.f;
-    float u = x1[j];
+void tail_row(const float* x1, const float* a, float bias, const float* g1, const float* g2,
+              const float* r1, const float* r2, int W, float* o1, float* o2) {
+  using ghost::load_part;
+  ghost::for_vectors(W, [&](int j, int n) {
+    Vec v = load_part(a + j, n) + bias;
+    if (RELU) v = v > 0.f ? v : Vec{};
+    Vec u = load_part(x1 + j, n);
     if (GATE) {
-      u *= g1[j];
-      v *= g2[j];
+      u *= load_part(g1 + j, n);
+      v *= load_part(g2 + j, n);
     }
     if (RESIDUAL) {
-      u += r1[j];
-      v += r2[j];
+      u += load_part(r1 + j, n);
+      v += load_part(r2 + j, n);
     }
-    o1[j] = u;
-    o2[j] = v;
-  }
+    ghost::store_part(o1 + j, u, n);
+    ghost::store_part(o2 + j, v, n);
+  });
 }
 
 // Planes of at most this many pixels go to ghost_tail_small (one thread:
