@@ -24,8 +24,9 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
 - ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
 - ``ChannelScale``: ``x * scale`` with a per-channel scale (SE);
-- ``GhostModuleKernel``, ``DfcGate``, ``SqueezeExciteKernel``: a BN-folded
-  ghost module, its DFC branch, an SE block, each as one kernel (inference).
+- ``GhostModuleKernel``, ``DfcGate``, ``SqueezeExciteKernel``,
+  ``GhostBottleneckKernel``: a BN-folded ghost module, its DFC branch, an SE
+  block, a whole bottleneck, each as one kernel (inference).
 
 Each cell runs its kernel when ``use_kernel`` is on and the input is float32,
 and MindSpore's operators otherwise (same results up to float32 rounding; the
@@ -67,7 +68,9 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel", "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply", "SpatialMean",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel",
+           "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply",
+           "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
