@@ -310,16 +310,6 @@ ConvArgs conv_args(void** params, int64_t** shapes) {
                   static_cast<float*>(params[out]), geometry(shapes[0], shapes[1], shapes[out])};
 }
 
-// Planes of at most this many pixels, stride 1, go to forward_small (at 7x7
-// its transposes cost more than the planes it saves: 37 -> 42 us, 480 planes).
-constexpr int kSmallPlane = 16;
-
-// A stride-1 depthwise conv over small planes (the DFC branch's 1xK / Kx1
-// convs on the 3x3 maps of a 224 input; most maps of a 64 one), kLanes
-// channels at a time in the vector lanes: plane by plane, the fixed cost of
-// padding and setting up each plane was most of the time (960 3x3 planes:
-// 45 -> 30 us at one thread). Each output is the same sum as forward_plane's,
-// in the same order over the same zero-padded taps (bit-identical).
 // Output (i, j) of kLanes channels at once: P holds their padded planes
 // channels last (pitch g.Wp()), weights their taps ([tap][lane]); the taps in
 // correlate's order.
@@ -332,6 +322,16 @@ inline Vec correlate_lanes(const float* P, const float* weights, const Geometry&
   return acc;
 }
 
+// Planes of at most this many pixels, stride 1, go to forward_small (at 7x7
+// its transposes cost more than the planes it saves: 37 -> 42 us, 480 planes).
+constexpr int kSmallPlane = 16;
+
+// A stride-1 depthwise conv over small planes (the DFC branch's 1xK / Kx1
+// convs on the 3x3 maps of a 224 input; most maps of a 64 one), kLanes
+// channels at a time in the vector lanes: plane by plane, the fixed cost of
+// padding and setting up each plane was most of the time (960 3x3 planes:
+// 45 -> 30 us at one thread). Each output is the same sum as forward_plane's,
+// in the same order over the same zero-padded taps (bit-identical).
 template <bool BIAS, bool RELU>
 void forward_small(const ConvArgs& a, int64_t N, int64_t C) {
   const Geometry& g = a.g;
@@ -524,9 +524,9 @@ constexpr int kSmallTail = 64;
 // ghost_tail (below) on small planes (7x7 at 224), kLanes channels at a time
 // in the vector lanes, as forward_small: plane by plane, zeroing a padded
 // plane, its taps, the gate rows and the short rows cost more than the conv.
-// Each output is the
-// same arithmetic on the same values as ghost_tail's (bit-identical): the
-// conv's taps in the same order, then bias, act, gate, residual.
+// Each output is the same arithmetic on the same values as ghost_tail's
+// (bit-identical): the conv's taps in the same order, then bias, act, gate,
+// residual.
 template <bool RELU, bool GATE, bool RESIDUAL>
 void ghost_tail_small(const float* z, const float* b1, const float* w, const float* b2,
                       const float* gate, const float* residual, float* out, int64_t N,
