@@ -74,6 +74,7 @@ __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "Sque
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
+           "call_entry",
            "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,32 @@ def kernel_library():
             logger.warning("fast CPU kernels unavailable, using MindSpore's own operators: %s",
                            err)
     return _library["path"]
+
+
+# (nparam, params, ndims, shapes, dtypes, stream, extra): how MindSpore calls
+# an AOT custom CPU operator (kernels/common.h, AOT_ARGS).
+AOT_SIGNATURE = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
+                 ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.c_void_p,
+                 ctypes.c_void_p, ctypes.c_void_p]
+
+
+def call_entry(library, name, inputs, output_shapes):
+    """Entry point ``name`` of a loaded kernel library (``ctypes.CDLL``) on
+    numpy inputs, as MindSpore calls it, without a graph: the outputs (float32
+    arrays of ``output_shapes``) start as NaN, so a value the kernel never
+    writes shows. For the kernels' tests and benchmarks."""
+    arrays = [np.ascontiguousarray(a, np.float32) for a in inputs]
+    arrays += [np.full(shape, np.nan, np.float32) for shape in output_shapes]
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    function = getattr(library, name)
+    function.argtypes, function.restype = AOT_SIGNATURE, ctypes.c_int
+    status = function(len(arrays), (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]),
+                      (ctypes.c_int * len(arrays))(*[a.ndim for a in arrays]),
+                      (ctypes.POINTER(ctypes.c_int64) * len(arrays))(*shapes), None, None, None)
+    if status != 0:
+        raise RuntimeError(f"kernel entry {name} returned {status} (inputs "
+                           f"{[a.shape for a in arrays[:len(inputs)]]})")
+    return arrays[len(inputs):]
 
 
 def kernels_available():

@@ -12,8 +12,8 @@ from mindspore import nn
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
                              GateMultiply, GhostBottleneckKernel, GhostModuleKernel, Linear,
                              PointwiseConv2d, SmallConv2d, SpatialMean, count_kernel_layers,
-                             forget_compiled_graphs, kernels_available, portable, use_cpu_kernels,
-                             _cpu_flags)
+                             call_entry, forget_compiled_graphs, kernels_available, portable,
+                             use_cpu_kernels, _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
                                  reason="no g++: the CPU kernels cannot be built here"),
@@ -194,7 +194,7 @@ def test_pointwise_kernel_at_the_models_sizes():
             want = np.einsum("ok,nkp->nop", w[:, :, 0, 0].astype(np.float64),
                              x.reshape(2, depth, -1)).reshape(2, rows, size, size)
             want = np.maximum(want + b[None, :, None, None], 0)
-            got, = call_kernel(library, "PointwiseBiasRelu", [x, w, b], [want.shape])
+            got, = call_entry(library, "PointwiseBiasRelu", [x, w, b], [want.shape])
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
                                        err_msg=f"{rows}x{depth} at {size}x{size}")
 
@@ -271,31 +271,14 @@ def test_ghost_module_kernel(channels, size, gate_size, relu, residual):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-# ---- the library itself, called through MindSpore's AOT signature with ctypes:
-# no graph compilation, so every entry point is cheap to try on odd shapes.
+# ---- the library itself, called through MindSpore's AOT signature with ctypes
+# (cpu_kernels.call_entry): no graph compilation, so every entry point is
+# cheap to try on odd shapes.
 
-AOT_SIGNATURE = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
-                 ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.c_void_p,
-                 ctypes.c_void_p, ctypes.c_void_p]
 # -march=native on a CPU with AVX, FMA and F16C but neither AVX2 nor AVX-512
 # (an AMD EPYC of the CI, some virtual machines): what such a machine builds.
 AVX_ONLY_FLAGS = tuple("-march=x86-64 -mavx -mfma -mf16c".split()) + tuple(
     flag for flag in COMPILE_FLAGS if not flag.startswith("-march"))
-
-
-def call_kernel(library, name, inputs, output_shapes):
-    """library.name(inputs -> outputs) as MindSpore calls it; the outputs start
-    as NaN, so a value the kernel never writes shows."""
-    arrays = [np.ascontiguousarray(a, np.float32) for a in inputs]
-    arrays += [np.full(shape, np.nan, np.float32) for shape in output_shapes]
-    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
-    function = getattr(library, name)
-    function.argtypes, function.restype = AOT_SIGNATURE, ctypes.c_int
-    status = function(len(arrays), (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]),
-                      (ctypes.c_int * len(arrays))(*[a.ndim for a in arrays]),
-                      (ctypes.POINTER(ctypes.c_int64) * len(arrays))(*shapes), None, None, None)
-    assert status == 0, name
-    return arrays[len(inputs):]
 
 
 def kernel_calls():
@@ -408,8 +391,8 @@ def test_fused_kernels_are_their_chains():
         value = None
         for step, step_inputs, shape in chain:
             step_inputs = [value if a is None else a for a in step_inputs]
-            value, = call_kernel(library, step, step_inputs, [shape])
-        fused, = call_kernel(library, name, inputs, [value.shape])
+            value, = call_entry(library, step, step_inputs, [shape])
+        fused, = call_entry(library, name, inputs, [value.shape])
         np.testing.assert_array_equal(fused, value, err_msg=name)
 
 
@@ -429,10 +412,10 @@ def test_depthwise_small_planes_are_the_plane_by_plane_sums(entry):
         weight = rng.normal(size=(channels, 1, kh, kw)).astype(np.float32)
         bias = rng.normal(size=channels).astype(np.float32)
         extra = [bias] if "Bias" in entry else []
-        got, = call_kernel(library, entry, [x, weight] + extra, [x.shape])
+        got, = call_entry(library, entry, [x, weight] + extra, [x.shape])
         for n in range(2):
             for c in range(channels):
-                one, = call_kernel(library, entry, [x[n:n + 1, c:c + 1], weight[c:c + 1]]
+                one, = call_entry(library, entry, [x[n:n + 1, c:c + 1], weight[c:c + 1]]
                                    + [b[c:c + 1] for b in extra], [(1, 1, h, w)])
                 np.testing.assert_array_equal(got[n, c], one[0, 0],
                                               err_msg=f"{channels}x{h}x{w}, {kh}x{kw}, {n}/{c}")
@@ -456,11 +439,11 @@ def test_ghost_tail_small_planes_are_the_plane_by_plane_results(entry):
             extra = [rng.uniform(-40, 40, (2, 2 * channels, *gate_size))]
         if "Residual" in entry:
             extra = [rng.normal(size=(2, 2 * channels, h, w))]
-        got, = call_kernel(library, entry, [z, b1, weight, b2] + extra,
+        got, = call_entry(library, entry, [z, b1, weight, b2] + extra,
                            [(2, 2 * channels, h, w)])
         for c in range(channels):
             halves = [c, channels + c]
-            one, = call_kernel(library, entry, [z[:, c:c + 1], b1[c:c + 1], weight[c:c + 1],
+            one, = call_entry(library, entry, [z[:, c:c + 1], b1[c:c + 1], weight[c:c + 1],
                                                 b2[c:c + 1]] + [e[:, halves] for e in extra],
                                [(2, 2, h, w)])
             np.testing.assert_array_equal(got[:, halves], one,
@@ -484,14 +467,14 @@ def test_small_conv_kernel_against_numpy():
             for j in range(k):
                 patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
                 want += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
-        got, = call_kernel(library, f"SmallConvS{stride}Bias", [x, w, b], [want.shape])
+        got, = call_entry(library, f"SmallConvS{stride}Bias", [x, w, b], [want.shape])
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
                                    err_msg=f"{c_in} channels, {k}x{k}, stride {stride}")
 
 
 def run_kernels(library, threads):
     library.SetNumThreads(threads)
-    return {name: call_kernel(library, name, inputs, shapes)
+    return {name: call_entry(library, name, inputs, shapes)
             for name, inputs, shapes in kernel_calls()}
 
 
