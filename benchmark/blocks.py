@@ -13,7 +13,6 @@ import ctypes
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -21,15 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault("GLOG_v", "3")
-
-
-def best_us(call, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e6
 
 
 def main(argv=None):
@@ -43,7 +33,7 @@ def main(argv=None):
     import mindspore.onnx
     import onnxruntime as ort
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    from benchmark import onnxruntime_options  # benchmark/benchmark.py, beside this file
+    from benchmark import onnxruntime_options, timed_calls  # benchmark/benchmark.py
     from src.cpu_kernels import call_entry, kernel_library, portable
     from src.fuse import fuse_bn
     from src.ghostnetv2 import GhostBottleneck, create_model
@@ -66,14 +56,15 @@ def main(argv=None):
                 raise SystemExit(f"block {i} did not fuse into one kernel")
             out = block(x)
             inputs = [x.asnumpy()] + [p.asnumpy() for p in block._fused_weights()]
-            kernel = best_us(lambda: call_entry(library, block.fused.name, inputs, [out.shape]),
-                             args.calls)
+            kernel = min(timed_calls(
+                lambda: call_entry(library, block.fused.name, inputs, [out.shape]), args.calls))
             path = os.path.join(scratch, f"block{i}.onnx")
             with portable(block, "ONNX"):
                 mindspore.onnx.export(block, x, file_name=path)
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             feed = {session.get_inputs()[0].name: inputs[0]}
-            onnx = best_us(lambda: session.run(None, feed), args.calls)
+            onnx = min(timed_calls(lambda: session.run(None, feed), args.calls))
+            kernel, onnx = kernel * 1e6, onnx * 1e6
             totals[0] += kernel
             totals[1] += onnx
             shape_in, shape_out = "x".join(map(str, x.shape[1:])), "x".join(map(str, out.shape[1:]))

@@ -15,13 +15,13 @@ import argparse
 import ctypes
 import os
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from benchmark import timed_calls  # noqa: E402  benchmark/benchmark.py, beside this file
 from src.cpu_kernels import call_entry  # noqa: E402
 
 
@@ -51,15 +51,6 @@ def cases():
     return rows
 
 
-def best_us(library, entry, inputs, shape, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call_entry(library, entry, inputs, [shape])
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e6
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("libraries", nargs="+", help="kernel library builds (.so)")
@@ -78,7 +69,8 @@ def main(argv=None):
         best = [float("inf")] * len(libraries)
         for _ in range(args.turns):
             for i, library in enumerate(libraries):
-                best[i] = min(best[i], best_us(library, entry, inputs, shape, args.calls))
+                calls = timed_calls(lambda: call_entry(library, entry, inputs, [shape]), args.calls)
+                best[i] = min(best[i], min(calls) * 1e6)
         print(f"| {label} ({entry}) | " + " | ".join(f"{us:.1f}" for us in best) + " |", flush=True)
     return 0
 
