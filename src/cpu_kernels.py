@@ -14,7 +14,10 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``DepthwiseConv2d``: an ``nn.Conv2d`` for depthwise convolutions with odd
   kernels up to 7x7, stride 1 or 2, padding k // 2;
 - ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
-  ReLU or hard sigmoid (the kernel in inference, MindSpore's Conv2D in training);
+  ReLU, hard sigmoid or LeakyReLU (the kernel in inference, MindSpore's Conv2D
+  in training);
+- ``DenseConv2d``: a dense ``nn.Conv2d`` (odd kernel, stride 1, padding k // 2:
+  the YOLOv3 neck's and head's 3x3 convs), the same in inference;
 - ``SmallConv2d``: a dense ``nn.Conv2d`` with in_channels * kh * kw <= 49
   (the stem), inference only, with its bias and ReLU;
 - ``Linear``: an ``nn.Dense`` with a bias (the classifier; the same, MatMul);
@@ -23,6 +26,7 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``GateMultiply``: ``out * nearest_upsample(gate)`` (PyTorch's legacy indices);
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
 - ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
+- ``UpsampleConcat``: ``cat((nearest_2x_upsample(a), b), 1)`` (YOLOv3's neck);
 - ``ChannelScale``: ``x * scale`` with a per-channel scale (SE);
 - ``GhostModuleKernel``, ``DfcGate``, ``SqueezeExciteKernel``,
   ``GhostBottleneckKernel``: a BN-folded ghost module, its DFC branch, an SE
@@ -68,7 +72,8 @@ import mindspore as ms
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "SmallConv2d", "DfcGate", "SqueezeExciteKernel",
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "DenseConv2d", "SmallConv2d", "DfcGate",
+           "SqueezeExciteKernel", "UpsampleConcat", "ActivatedConv", "LEAKY_SLOPE",
            "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply",
            "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
@@ -93,6 +98,7 @@ ENABLE_ENV = "GHOSTNETV2_CPU_KERNELS"
 # code path on an AVX-512 machine; part of the cache key.
 EXTRA_FLAGS_ENV = "GHOSTNETV2_KERNEL_CFLAGS"
 MAX_KERNEL_TAPS = 49  # kMaxTaps of depthwise.cc: up to 7x7
+LEAKY_SLOPE = 0.1  # kLeakySlope of pointwise.cc: the "leaky_relu" activation
 CACHE_ENV = "GHOSTNETV2_KERNEL_DIR"
 
 
@@ -369,66 +375,47 @@ class DepthwiseConv2d(ConvKernel, nn.Conv2d):
         return self.convolve_relu(x, self.use_kernel and x.dtype == mstype.float32)
 
 
-class PointwiseConv2d(ConvKernel, nn.Conv2d):
-    """``nn.Conv2d(in_channels, out_channels, 1)`` (stride 1, one group; same
-    parameters) computed by the pointwise kernel in inference (the cell not
-    training): MindSpore's oneDNN Conv2D took ~45% of the fused network's
-    operator time at batch 1 (benchmark/RESULTS.md). Training runs MindSpore's
-    Conv2D.
+class ActivatedConv(ConvKernel):
+    """Mixin of the convolution cells on the matrix-product kernels
+    (PointwiseConv2d, DenseConv2d): ``activation`` after the bias, inside the
+    kernel in inference (the cell not training, float32). None, "relu" (the
+    SE block's reduction, a folded BatchNorm + ReLU, set by ``fuse_relu``),
+    "hard_sigmoid", ``relu6(x + 3) / 6`` (the SE block's gate), or
+    "leaky_relu", ``max(0.1 x, x)`` (YOLOv3's LeakyReLU, slope 0.1; set by
+    ``fuse_activation``). Training runs MindSpore's Conv2D."""
+    ACTIVATIONS = {None: "", "relu": "Relu", "hard_sigmoid": "HardSigmoid",
+                   "leaky_relu": "Leaky"}
+    # Activations the kernels have without a bias (the others need one).
+    WITHOUT_BIAS = (None, "relu")
 
-    ``activation`` after the bias, inside the kernel: None, "relu" (the SE
-    block's reduction, the head; ``fuse_bn`` sets it for a folded BatchNorm +
-    ReLU) or "hard_sigmoid", ``relu6(x + 3) / 6`` (the SE block's gate).
-    """
-    ACTIVATIONS = {None: "", "relu": "Relu", "hard_sigmoid": "HardSigmoid"}
-
-    def __init__(self, in_channels, out_channels, has_bias=False, activation=None):
-        super().__init__(in_channels, out_channels, 1, has_bias=has_bias)
+    def check_activation(self, activation):
         if activation not in self.ACTIVATIONS:
-            raise ValueError(f"PointwiseConv2d: activation must be one of "
+            raise ValueError(f"{type(self).__name__}: activation must be one of "
                              f"{list(self.ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
-        self.transposed = ops.Conv2D(out_channel=in_channels, kernel_size=1)
-        self.set_kernel(enabled_by_default())
+        return activation
 
-    def kernel_supported(self):
-        return self.has_bias or self.activation != "hard_sigmoid"
+    def kernel_name(self, base):
+        return base + ("Bias" if self.has_bias else "") + self.ACTIVATIONS[self.activation]
 
-    def make_kernels(self, library):
-        def out_shape(x, w, *bias):
-            return [x[0], w[0], x[2], x[3]]
-        name = ("Pointwise" + ("Bias" if self.has_bias else "")
-                + self.ACTIVATIONS[self.activation])
-        self.kernel = _custom(library, name, out_shape,
-                              self._bprop_bias if self.has_bias else self._bprop)
-
-    def _linear_grads(self, x, weight, dout):
-        """dx = w^T dy per pixel, dw = the sum over images and pixels of dy x^T
-        (gradients in eval mode, e.g. a frozen backbone; training runs
-        MindSpore's Conv2D)."""
-        dx = self.transposed(dout, weight.transpose(1, 0, 2, 3))
-        rows, depth = weight.shape[0], weight.shape[1]
-        dw = ops.matmul(dout.transpose(1, 0, 2, 3).reshape(rows, -1),
-                        x.transpose(1, 0, 2, 3).reshape(depth, -1).T)
-        return dx, dw.reshape(weight.shape)
+    def activation_supported(self):
+        return self.has_bias or self.activation in self.WITHOUT_BIAS
 
     def _through_activation(self, out, dout):
         if self.activation == "relu":
             return dout * (out > 0).astype(dout.dtype)
         if self.activation == "hard_sigmoid":
             return dout * ((out > 0) & (out < 1)).astype(dout.dtype) / 6.0
+        if self.activation == "leaky_relu":
+            return dout * ((out > 0).astype(dout.dtype) * (1 - LEAKY_SLOPE) + LEAKY_SLOPE)
         return dout
-
-    def _bprop(self, x, weight, out, dout):
-        return self._linear_grads(x, weight, self._through_activation(out, dout))
-
-    def _bprop_bias(self, x, weight, bias, out, dout):
-        dout = self._through_activation(out, dout)
-        return self._linear_grads(x, weight, dout) + (dout.sum((0, 2, 3)),)
 
     def fuse_relu(self):
         """Apply ReLU in this layer (the ReLU layer after it is then removed)."""
-        self.activation = "relu"
+        self.fuse_activation("relu")
+
+    def fuse_activation(self, activation):
+        """Apply ``activation`` in this layer (the caller removes its own)."""
+        self.activation = self.check_activation(activation)
         self.refresh()
 
     def _on_kernel(self, x):
@@ -443,7 +430,104 @@ class PointwiseConv2d(ConvKernel, nn.Conv2d):
             out = ops.relu(out)
         elif self.activation == "hard_sigmoid":
             out = ops.relu6(out + 3.0) / 6.0
+        elif self.activation == "leaky_relu":
+            out = ops.leaky_relu(out, LEAKY_SLOPE)
         return out
+
+
+class PointwiseConv2d(ActivatedConv, nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, 1)`` (stride 1, one group; same
+    parameters) computed by the pointwise kernel in inference: MindSpore's
+    oneDNN Conv2D took ~45% of the fused network's operator time at batch 1
+    (benchmark/RESULTS.md). ``activation``: see ActivatedConv.
+    """
+
+    def __init__(self, in_channels, out_channels, has_bias=False, activation=None):
+        super().__init__(in_channels, out_channels, 1, has_bias=has_bias)
+        self.activation = self.check_activation(activation)
+        self.transposed = ops.Conv2D(out_channel=in_channels, kernel_size=1)
+        self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        return self.activation_supported()
+
+    def make_kernels(self, library):
+        def out_shape(x, w, *bias):
+            return [x[0], w[0], x[2], x[3]]
+        self.kernel = _custom(library, self.kernel_name("Pointwise"), out_shape,
+                              self._bprop_bias if self.has_bias else self._bprop)
+
+    def _linear_grads(self, x, weight, dout):
+        """dx = w^T dy per pixel, dw = the sum over images and pixels of dy x^T
+        (gradients in eval mode, e.g. a frozen backbone; training runs
+        MindSpore's Conv2D)."""
+        dx = self.transposed(dout, weight.transpose(1, 0, 2, 3))
+        rows, depth = weight.shape[0], weight.shape[1]
+        dw = ops.matmul(dout.transpose(1, 0, 2, 3).reshape(rows, -1),
+                        x.transpose(1, 0, 2, 3).reshape(depth, -1).T)
+        return dx, dw.reshape(weight.shape)
+
+    def _bprop(self, x, weight, out, dout):
+        return self._linear_grads(x, weight, self._through_activation(out, dout))
+
+    def _bprop_bias(self, x, weight, bias, out, dout):
+        dout = self._through_activation(out, dout)
+        return self._linear_grads(x, weight, dout) + (dout.sum((0, 2, 3)),)
+
+
+class DenseConv2d(ActivatedConv, nn.Conv2d):
+    """A dense ``nn.Conv2d`` (one group; same parameters): in inference, where
+    it has an odd kernel, stride 1, padding k // 2 and no dilation, the
+    matrix-product kernel over columns gathered tile by tile (pointwise.cc's
+    implicit im2col): MindSpore's oneDNN Conv2D ran the YOLOv3 neck's and
+    head's 3x3 convolutions 3x slower than onnxruntime (benchmark/RESULTS.md).
+    Other geometries (strided, dilated: DeepLabV3's ASPP) and training run
+    MindSpore's Conv2D. ``activation``: see ActivatedConv.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad_mode="same",
+                 padding=0, dilation=1, has_bias=False, activation=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
+                         padding=padding, dilation=dilation, has_bias=has_bias)
+        self.activation = self.check_activation(activation)
+        self.backward_input = None
+        if self.stride[0] == 1 and _padded_like_pytorch(self):
+            kh, kw = self.kernel_size
+            self.backward_input = ops.Conv2DBackpropInput(
+                out_channels, self.kernel_size, pad_mode="pad",
+                pad=(kh // 2, kh // 2, kw // 2, kw // 2))
+        self.set_kernel(enabled_by_default())
+
+    def kernel_supported(self):
+        return (self.group == 1 and self.backward_input is not None
+                and self.activation_supported())
+
+    def make_kernels(self, library):
+        def out_shape(x, w, *bias):
+            return [x[0], w[0], x[2], x[3]]
+        self.kernel = _custom(library, self.kernel_name("DenseConvS1"), out_shape,
+                              self._bprop_bias if self.has_bias else self._bprop)
+
+    def _bprop(self, x, weight, out, dout):
+        dout = self._through_activation(out, dout)
+        return dense_conv_grads(self.backward_input, self.kernel_size, 1, x, weight, dout)
+
+    def _bprop_bias(self, x, weight, bias, out, dout):
+        dout = self._through_activation(out, dout)
+        return (dense_conv_grads(self.backward_input, self.kernel_size, 1, x, weight, dout)
+                + (dout.sum((0, 2, 3)),))
+
+
+def dense_conv_grads(backward_input, kernel_size, stride, x, weight, dout):
+    """dx, dw of a dense convolution padded k // 2 (gradients in eval mode,
+    e.g. a frozen stem or neck): ``backward_input`` (MindSpore's
+    Conv2DBackpropInput of that geometry) for dx; dw as a correlation of the
+    padded input with dout, dilated by the stride."""
+    kh, kw = kernel_size
+    padded = ops.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
+    dw = ops.conv2d(padded.transpose(1, 0, 2, 3), dout.transpose(1, 0, 2, 3),
+                    dilation=stride)[:, :, :kh, :kw]
+    return backward_input(dout, weight, x.shape), dw.transpose(1, 0, 2, 3)
 
 
 class SmallConv2d(ConvKernel, nn.Conv2d):
@@ -482,16 +566,11 @@ class SmallConv2d(ConvKernel, nn.Conv2d):
                               self._bprop_bias if self.has_bias else self._bprop)
 
     def _grads(self, x, weight, out, dout):
-        """dx, dw and dout behind the ReLU, in eval mode (e.g. a frozen stem):
-        MindSpore's input gradient; the weight gradient as a correlation of the
-        padded input with dout, dilated by the stride."""
+        """dx, dw and dout behind the ReLU, in eval mode (e.g. a frozen stem)."""
         if self.relu:
             dout = dout * (out > 0).astype(dout.dtype)
-        kh, kw = self.kernel_size
-        padded = ops.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
-        dw = ops.conv2d(padded.transpose(1, 0, 2, 3), dout.transpose(1, 0, 2, 3),
-                        dilation=self.stride[0])[:, :, :kh, :kw]
-        return self.backward_input(dout, weight, x.shape), dw.transpose(1, 0, 2, 3), dout
+        return dense_conv_grads(self.backward_input, self.kernel_size, self.stride[0], x, weight,
+                                dout) + (dout,)
 
     def _bprop(self, x, weight, out, dout):
         return self._grads(x, weight, out, dout)[:2]
@@ -646,6 +725,34 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
         if self.use_kernel and x.dtype == mstype.float32:
             return self.kernel(x)
         return self.pool(x)
+
+
+class UpsampleConcat(KernelSwitch, nn.Cell):
+    """``cat((nearest_2x_upsample(coarse), fine), 1)``: YOLOv3's neck joining
+    a lateral map to the backbone map twice its size, as one pass (MindSpore's
+    ResizeNearestNeighbor alone took 2 ms for two 96-channel maps of 10x10
+    and 20x20, benchmark/RESULTS.md). Otherwise ResizeNearestNeighbor and
+    Concat: an ONNX Resize that export.py makes batch-independent (a reshape
+    would carry the traced batch size into the ONNX graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = _custom(library, "UpsampleConcat",
+                              lambda a, b: [b[0], a[1] + b[1], b[2], b[3]], self._bprop)
+
+    def _bprop(self, coarse, fine, out, dout):
+        n, c, h, w = coarse.shape
+        upsampled = dout[:, :c].reshape(n, c, h, 2, w, 2)
+        return upsampled.sum((3, 5)), dout[:, c:]
+
+    def construct(self, coarse, fine):
+        if self.use_kernel and not self.training and coarse.dtype == mstype.float32:
+            return self.kernel(coarse, fine)
+        upsampled = ops.ResizeNearestNeighbor((coarse.shape[2] * 2, coarse.shape[3] * 2))(coarse)
+        return ops.cat((upsampled, fine), 1)
 
 
 class GhostModuleKernel(KernelSwitch, nn.Cell):

@@ -34,9 +34,9 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 from src.cpu_kernels import (MAX_KERNEL_TAPS, AvgPool2x2, BatchNorm2d, ChannelScale,
-                             DepthwiseConv2d, DfcGate, GateMultiply, GhostBottleneckKernel,
-                             GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d, SpatialMean,
-                             SqueezeExciteKernel)
+                             DenseConv2d, DepthwiseConv2d, DfcGate, GateMultiply,
+                             GhostBottleneckKernel, GhostModuleKernel, Linear, PointwiseConv2d,
+                             SmallConv2d, SpatialMean, SqueezeExciteKernel)
 from src.teardown import quiet_cell_teardown
 
 quiet_cell_teardown()  # no "Exception ignored in: Cell.__del__" flood at exit
@@ -105,7 +105,8 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     Dilated convolutions (segmentation backbones, ``output_stride`` < 32;
     always stride 1) pad explicitly too.
     Depthwise convolutions are DepthwiseConv2d, 1x1 convolutions
-    PointwiseConv2d and dense ones with few taps (the stem) SmallConv2d:
+    PointwiseConv2d, dense ones with few taps (the stem) SmallConv2d and
+    other dense ones (the detection and segmentation heads) DenseConv2d:
     nn.Conv2d (same parameters) that run the fast CPU kernels of
     src/cpu_kernels.py where they can.
     """
@@ -126,6 +127,9 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, has_bias=
     if groups == 1 and dilation == 1 and taps <= MAX_KERNEL_TAPS:
         return SmallConv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
                            padding=padding, has_bias=has_bias)
+    if groups == 1:
+        return DenseConv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
+                           padding=padding, dilation=dilation, has_bias=has_bias)
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode=pad_mode,
                      padding=padding, dilation=dilation, group=groups, has_bias=has_bias)
 

@@ -13,8 +13,11 @@
 //   AvgPool2x2Back(dy, x) -> dx   dy / 4 over each 2x2 cell, 0 on a dropped edge
 //   ChannelScale(x, s) -> y       y = x * s, s (N, C, 1, 1) (the SE block's gate)
 //   ChannelScaleBack(dy, x, s) -> ds   ds = sum over H, W of dy * x
+//   UpsampleConcat(a, b) -> y     y = cat(nearest 2x upsample of a, b) on channels:
+//                                 a (N, CA, H / 2, W / 2), b (N, CB, H, W) (YOLOv3's neck)
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common.h"
@@ -199,6 +202,36 @@ int channel_scale_back(void** params, int64_t** shapes) {
   return 0;
 }
 
+// One plane of y per task: an upsampled plane of a (each source row
+// expanded once, written twice) or a copy of a plane of b.
+int upsample_concat(void** params, int64_t** shapes) {
+  const float* a = static_cast<const float*>(params[0]);
+  const float* b = static_cast<const float*>(params[1]);
+  float* y = static_cast<float*>(params[2]);
+  const int64_t N = shapes[1][0], CA = shapes[0][1], CB = shapes[1][1];
+  const int GH = (int)shapes[0][2], GW = (int)shapes[0][3];
+  const int H = (int)shapes[1][2], W = (int)shapes[1][3];
+  if (shapes[0][0] != N || H != 2 * GH || W != 2 * GW) return 1;
+  const int64_t channels = CA + CB, size = (int64_t)H * W;
+  pool().parallel_for(N * channels, N * channels * size, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t n = q / channels, c = q % channels;
+      float* out = y + q * size;
+      if (c >= CA) {
+        std::memcpy(out, b + (n * CB + c - CA) * size, size * sizeof(float));
+        continue;
+      }
+      const float* plane = a + (n * CA + c) * GH * GW;
+      for (int i = 0; i < GH; ++i) {
+        float* row = out + (int64_t)2 * i * W;
+        for (int j = 0; j < W; ++j) row[j] = plane[(int64_t)i * GW + (j >> 1)];
+        std::memcpy(row + W, row, W * sizeof(float));
+      }
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -210,4 +243,5 @@ int AvgPool2x2(AOT_ARGS) { return avg_pool_2x2(params, shapes); }
 int AvgPool2x2Back(AOT_ARGS) { return avg_pool_2x2_back(params, shapes); }
 int ChannelScale(AOT_ARGS) { return channel_scale(params, shapes); }
 int ChannelScaleBack(AOT_ARGS) { return channel_scale_back(params, shapes); }
+int UpsampleConcat(AOT_ARGS) { return upsample_concat(params, shapes); }
 }

@@ -17,9 +17,20 @@
 //
 // Every output is one sum in one order whatever the thread count.
 //
+// Dense convolutions (one group, odd kh x kw, stride 1, padding k / 2: the
+// YOLOv3 neck's and head's 3x3 convs, which MindSpore's oneDNN Conv2D ran 3x
+// slower than onnxruntime) are the same products over columns gathered per
+// tile (implicit im2col): row (ci * kh + ky) * kw + kx of a tile holds
+// x[ci, oy + ky - kh / 2, ox + kx - kw / 2] for the tile's output pixels
+// (zero outside the map), so that w (Cout, Cin, kh, kw) is the matrix as it
+// is stored. A tile's columns (depth x kTile floats) stay in L2 while all
+// output channels pass over them.
+//
 // Entry points (AOT signature, params = inputs then outputs):
-//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid](x, w, b) -> y
+//   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid|Leaky](x, w, b) -> y
+//   DenseConvS1[Bias][Relu|Leaky](x, w[, b]) -> y   the dense convolutions
 //   DenseBias(x, w, b) -> y        x (N, depth), w (rows, depth): nn.Dense
+// Leaky: LeakyReLU with slope 0.1 (YOLOv3's), max(0.1 v, v).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -50,13 +61,16 @@ constexpr int kRows = 6, kCols = 2;
 constexpr int kTile = kCols * kLanes;  // pixels per tile
 
 // After the bias. kHardSigmoid: relu6(v + 3) / 6, the SE block's gate (the
-// same float operations as MindSpore's Add, ReLU6 and Div).
-enum Activation { kNone, kRelu, kHardSigmoid };
+// same float operations as MindSpore's Add, ReLU6 and Div); kLeaky: the
+// product 0.1 v where v is negative (MindSpore's leaky_relu, max(0.1 v, v)).
+enum Activation { kNone, kRelu, kHardSigmoid, kLeaky };
+constexpr float kLeakySlope = 0.1f;
 
 template <typename T>
 T activate(T v, Activation activation) {
   const T zero = v - v;
   if (activation == kRelu) return v > 0.f ? v : zero;
+  if (activation == kLeaky) return v > 0.f ? v : v * kLeakySlope;
   if (activation == kHardSigmoid) {
     v = v + 3.f;
     v = v > 0.f ? v : zero;
@@ -219,8 +233,10 @@ void tile_rows(const Product& p, int64_t tile, int row_begin, int row_end) {
 }
 
 // The products of `images` (each p shifted by x_step / y_step), split into
-// (image, tile, row range) tasks for the pool.
-void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
+// (image, tile, row range) tasks for the pool; tile(q, tile, row_begin,
+// row_end) computes one (tile_rows, conv_tile_rows).
+template <class Tile>
+void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step, Tile tile) {
   const int64_t tiles = tiles_of(p.columns);
   const int row_blocks = (p.rows + kRows - 1) / kRows;
   // Enough tasks for the threads to share (4 per thread of 2); as few row
@@ -236,7 +252,7 @@ void run(const Product& p, int64_t images, int64_t x_step, int64_t y_step) {
       q.x += image * x_step;
       q.y += image * y_step;
       const int row_begin = (int)(rest % splits) * rows_per_split;
-      tile_rows(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
+      tile(q, rest / splits, row_begin, std::min(p.rows, row_begin + rows_per_split));
     }
   });
 }
@@ -269,7 +285,98 @@ int pointwise(void** params, int64_t** shapes) {
   if (plane == 1)
     dot_products(p, N);
   else
-    run(p, N, depth * plane, p.rows * plane);
+    run(p, N, depth * plane, p.rows * plane, tile_rows);
+  return 0;
+}
+
+thread_local std::vector<float> t_columns;  // a dense convolution's tile of columns
+
+// The input of a dense convolution (one image) and its kernel's size.
+struct ConvInput {
+  int channels, height, width, kh, kw;
+  int depth() const { return channels * kh * kw; }
+};
+
+// Columns [first, first + count) of the output plane (stride 1: the input's
+// size) as depth rows of kTile floats at `columns`: row (ci * kh + ky) * kw +
+// kx holds x[ci, oy + ky - kh / 2, ox + kx - kw / 2], zero outside the map
+// and past count (up to a whole vector).
+void gather_columns(const float* x, const ConvInput& in, int64_t first, int count,
+                    float* columns) {
+  const int H = in.height, W = in.width, ph = in.kh / 2, pw = in.kw / 2;
+  const int padded = std::min(kTile, (count + kLanes - 1) / kLanes * kLanes);
+  for (int j = 0; j < count;) {  // one run of pixels within an output row at a time
+    const int oy = (int)((first + j) / W), ox = (int)((first + j) % W);
+    const int length = std::min(W - ox, count - j);
+    float* dst = columns + j;
+    for (int ci = 0; ci < in.channels; ++ci) {
+      for (int ky = 0; ky < in.kh; ++ky) {
+        const int iy = oy + ky - ph;
+        const float* row = x + ((int64_t)ci * H + iy) * W;
+        for (int kx = 0; kx < in.kw; ++kx, dst += kTile) {
+          if (iy < 0 || iy >= H) {
+            std::fill(dst, dst + length, 0.f);
+            continue;
+          }
+          // Pixel t of the run reads input column ox + t + shift; inside for t in [lo, hi).
+          const int shift = kx - pw;
+          const int lo = std::min(length, std::max(0, -shift - ox));
+          const int hi = std::max(lo, std::min(length, W - shift - ox));
+          std::fill(dst, dst + lo, 0.f);
+          std::memcpy(dst + lo, row + ox + shift + lo, (hi - lo) * sizeof(float));
+          std::fill(dst + hi, dst + length, 0.f);
+        }
+      }
+    }
+    j += length;
+  }
+  if (padded > count)
+    for (int k = 0; k < in.depth(); ++k)
+      std::fill(columns + (int64_t)k * kTile + count, columns + (int64_t)k * kTile + padded, 0.f);
+}
+
+// Rows [row_begin, row_end) of tile `tile` of a dense convolution (p.x: the
+// image's input): the tile's columns gathered, then kRows x kCols blocks over
+// them; a tile that ends inside a vector is written through t_result.
+void conv_tile_rows(const Product& p, const ConvInput& in, int64_t tile, int row_begin,
+                    int row_end) {
+  const int64_t first = tile * kTile;
+  const int count = (int)std::min<int64_t>(kTile, p.columns - first);
+  const int vectors = (count + kLanes - 1) / kLanes;
+  t_columns.resize((size_t)in.depth() * kTile);
+  gather_columns(p.x, in, first, count, t_columns.data());
+  const bool whole = count == vectors * kLanes;
+  if (!whole) t_result.resize((size_t)kRows * kTile);
+  float* y = p.y + first;
+  for (int row = row_begin; row < row_end; row += kRows) {
+    const int rows = std::min(kRows, row_end - row);
+    if (whole) {
+      kBlocks[vectors - 1][rows - 1](p, row, t_columns.data(), kTile, y + row * p.y_pitch,
+                                     p.y_pitch);
+      continue;
+    }
+    kBlocks[vectors - 1][rows - 1](p, row, t_columns.data(), kTile, t_result.data(), kTile);
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(y + (row + r) * p.y_pitch, t_result.data() + (size_t)r * kTile,
+                  count * sizeof(float));
+  }
+}
+
+template <bool BIAS, Activation ACTIVATION>
+int dense_conv(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  const float* bias = BIAS ? static_cast<const float*>(params[2]) : nullptr;
+  float* y = static_cast<float*>(params[BIAS ? 3 : 2]);
+  const ConvInput in{(int)shapes[0][1], (int)shapes[0][2], (int)shapes[0][3], (int)shapes[1][2],
+                     (int)shapes[1][3]};
+  if (shapes[1][1] != in.channels || in.kh % 2 == 0 || in.kw % 2 == 0) return 1;
+  const int64_t plane = (int64_t)in.height * in.width;
+  const Product p{x, plane, plane, w, in.depth(), (int)shapes[1][0], bias, ACTIVATION, y, plane};
+  run(p, shapes[0][0], in.channels * plane, p.rows * plane,
+      [&in](const Product& q, int64_t tile, int row_begin, int row_end) {
+        conv_tile_rows(q, in, tile, row_begin, row_end);
+      });
   return 0;
 }
 
@@ -291,4 +398,10 @@ int PointwiseRelu(AOT_ARGS) { return pointwise<false, kRelu>(params, shapes); }
 int PointwiseBias(AOT_ARGS) { return pointwise<true, kNone>(params, shapes); }
 int PointwiseBiasRelu(AOT_ARGS) { return pointwise<true, kRelu>(params, shapes); }
 int PointwiseBiasHardSigmoid(AOT_ARGS) { return pointwise<true, kHardSigmoid>(params, shapes); }
+int PointwiseBiasLeaky(AOT_ARGS) { return pointwise<true, kLeaky>(params, shapes); }
+int DenseConvS1(AOT_ARGS) { return dense_conv<false, kNone>(params, shapes); }
+int DenseConvS1Relu(AOT_ARGS) { return dense_conv<false, kRelu>(params, shapes); }
+int DenseConvS1Bias(AOT_ARGS) { return dense_conv<true, kNone>(params, shapes); }
+int DenseConvS1BiasRelu(AOT_ARGS) { return dense_conv<true, kRelu>(params, shapes); }
+int DenseConvS1BiasLeaky(AOT_ARGS) { return dense_conv<true, kLeaky>(params, shapes); }
 }

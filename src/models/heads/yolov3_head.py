@@ -12,6 +12,7 @@ import math
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from src.ghostnetv2 import conv2d
 from src.models.necks.yolov3_neck import ConvBnLeaky
 
 # mmdetection's YOLOv3 anchors (width, height) per level, coarsest level first.
@@ -60,7 +61,7 @@ class YOLOV3Head(nn.Cell):
         self.convs_bridge = nn.CellList([ConvBnLeaky(i, o, 3)
                                          for i, o in zip(in_channels, out_channels)])
         self.convs_pred = nn.CellList([
-            nn.Conv2d(o, num_anchors * self.num_attributes, 1, has_bias=True)
+            conv2d(o, num_anchors * self.num_attributes, 1, has_bias=True)
             for o in out_channels])
         self._init_weights(strides)
 

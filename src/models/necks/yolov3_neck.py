@@ -1,22 +1,31 @@
 """YOLOv3's neck (mmdetection's ``YOLOV3Neck``): from the coarsest map down,
 a five-convolution detection block, then a 1x1 conv + 2x nearest upsample
 whose output is concatenated with the next finer backbone map."""
-from mindspore import nn, ops
+from mindspore import nn
 
-from src.cpu_kernels import BatchNorm2d
+from src.cpu_kernels import LEAKY_SLOPE, ActivatedConv, BatchNorm2d, UpsampleConcat
+from src.ghostnetv2 import conv2d
 
 
 class ConvBnLeaky(nn.Cell):
     """mmcv's ConvModule as YOLOv3 uses it: conv (no bias, padding k // 2),
     BatchNorm (eps 1e-5, PyTorch momentum 0.1), LeakyReLU 0.1. Parameter names
-    are mmdetection's (conv, bn)."""
+    are mmdetection's (conv, bn). The conv is a kernel-backed nn.Conv2d
+    (PointwiseConv2d, DenseConv2d); once fuse_bn has folded the BatchNorm,
+    the LeakyReLU runs inside its kernel too."""
 
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, pad_mode="same",
-                              has_bias=False)
+        self.conv = conv2d(in_channels, out_channels, kernel_size)
         self.bn = BatchNorm2d(out_channels)
-        self.act = nn.LeakyReLU(0.1)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
+
+    def fuse_kernels(self):
+        """After fuse_bn: the LeakyReLU into the (BN-folded) convolution."""
+        if isinstance(self.conv, ActivatedConv) and self.conv.has_bias \
+                and isinstance(self.act, nn.LeakyReLU):
+            self.conv.fuse_activation("leaky_relu")
+            self.act = nn.Identity()
 
     def construct(self, x):
         return self.act(self.bn(self.conv(x)))
@@ -36,16 +45,6 @@ class DetectionBlock(nn.Cell):
 
     def construct(self, x):
         return self.conv5(self.conv4(self.conv3(self.conv2(self.conv1(x)))))
-
-
-class Upsample2x(nn.Cell):
-    """Nearest-neighbour 2x upsample (F.interpolate(scale_factor=2)): output
-    pixel i is input pixel i // 2. ResizeNearestNeighbor, which becomes an
-    ONNX Resize that export.py makes batch-independent (a reshape would carry
-    the traced batch size into the ONNX graph)."""
-
-    def construct(self, x):
-        return ops.ResizeNearestNeighbor((x.shape[2] * 2, x.shape[3] * 2))(x)
 
 
 class YOLOV3Neck(nn.Cell):
@@ -74,13 +73,14 @@ class YOLOV3Neck(nn.Cell):
             detects.append(DetectionBlock(in_channels[i] + out_channels[i], out_channels[i]))
         self.laterals = nn.CellList(laterals)
         self.detects = nn.CellList(detects)
-        self.upsample = Upsample2x()
+        # Nearest 2x upsample (F.interpolate(scale_factor=2): output pixel i is
+        # input pixel i // 2), then the concatenation with the finer map.
+        self.upsample_concat = UpsampleConcat()
 
     def construct(self, features):
         out = self.detect1(features[-1])
         outs = (out,)
         for i in range(self.num_levels - 1):
-            lateral = self.upsample(self.laterals[i](out))
-            out = self.detects[i](ops.cat((lateral, features[-2 - i]), 1))
+            out = self.detects[i](self.upsample_concat(self.laterals[i](out), features[-2 - i]))
             outs += (out,)
         return outs
