@@ -79,7 +79,7 @@ __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "DenseConv2d", "SmallConv2d", "
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
            "portable", "with_kernels", "count_kernel_layers", "set_num_threads", "set_spin_wait",
            "kernels_available", "kernel_library", "build_library", "forget_compiled_graphs",
-           "call_entry",
+           "call_entry", "custom_op", "enabled_by_default",
            "KernelBuildError"]
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ logger = logging.getLogger(__name__)
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = tuple(os.path.join(KERNEL_DIR, name)
                 for name in ("pool.cc", "depthwise.cc", "gating.cc", "batchnorm.cc",
-                             "pointwise.cc", "fused.cc"))
+                             "pointwise.cc", "fused.cc", "yolo_decode.cc"))
 HEADERS = tuple(os.path.join(KERNEL_DIR, name) for name in ("thread_pool.h", "common.h"))
 # -march=native: the library is built on, and for, the machine that runs it
 # (the cache key includes the CPU's flags).
@@ -267,7 +267,7 @@ def _output_size(size, kernel, stride):
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _custom(library, name, out_shape, bprop=None, outputs=1):
+def custom_op(library, name, out_shape, bprop=None, outputs=1):
     """A custom operator whose outputs have the first input's dtype."""
     def out_dtype(*dtypes):
         return dtypes[0] if outputs == 1 else (dtypes[0],) * outputs
@@ -350,16 +350,16 @@ class DepthwiseConv2d(ConvKernel, nn.Conv2d):
     def make_kernels(self, library):
         stride = self.stride[0]
         suffix = f"S{stride}"
-        self.backward_input = _custom(library, f"DwConvBackInput{suffix}",
+        self.backward_input = custom_op(library, f"DwConvBackInput{suffix}",
                                       lambda dy, w, x: x)
-        self.backward_weight = _custom(library, f"DwConvBackWeight{suffix}",
+        self.backward_weight = custom_op(library, f"DwConvBackWeight{suffix}",
                                        lambda dy, x, w: w)
 
         def out_shape(x, w, *bias):
             return [x[0], x[1], _output_size(x[2], w[2], stride), _output_size(x[3], w[3], stride)]
 
         name = "DwConv" + suffix + ("Bias" if self.has_bias else "") + ("Relu" if self.relu else "")
-        self.kernel = _custom(library, name, out_shape, self._bprop_bias if self.has_bias
+        self.kernel = custom_op(library, name, out_shape, self._bprop_bias if self.has_bias
                               else self._bprop)
 
     def _bprop(self, x, weight, out, dout):
@@ -454,7 +454,7 @@ class PointwiseConv2d(ActivatedConv, nn.Conv2d):
     def make_kernels(self, library):
         def out_shape(x, w, *bias):
             return [x[0], w[0], x[2], x[3]]
-        self.kernel = _custom(library, self.kernel_name("Pointwise"), out_shape,
+        self.kernel = custom_op(library, self.kernel_name("Pointwise"), out_shape,
                               self._bprop_bias if self.has_bias else self._bprop)
 
     def _linear_grads(self, x, weight, dout):
@@ -505,7 +505,7 @@ class DenseConv2d(ActivatedConv, nn.Conv2d):
     def make_kernels(self, library):
         def out_shape(x, w, *bias):
             return [x[0], w[0], x[2], x[3]]
-        self.kernel = _custom(library, self.kernel_name("DenseConvS1"), out_shape,
+        self.kernel = custom_op(library, self.kernel_name("DenseConvS1"), out_shape,
                               self._bprop_bias if self.has_bias else self._bprop)
 
     def _bprop(self, x, weight, out, dout):
@@ -562,7 +562,7 @@ class SmallConv2d(ConvKernel, nn.Conv2d):
             return [x[0], w[0], _output_size(x[2], w[2], stride), _output_size(x[3], w[3], stride)]
         name = (f"SmallConvS{stride}" + ("Bias" if self.has_bias else "")
                 + ("Relu" if self.relu else ""))
-        self.kernel = _custom(library, name, out_shape,
+        self.kernel = custom_op(library, name, out_shape,
                               self._bprop_bias if self.has_bias else self._bprop)
 
     def _grads(self, x, weight, out, dout):
@@ -595,7 +595,7 @@ class Linear(KernelSwitch, nn.Dense):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.kernel = _custom(library, "DenseBias", lambda x, w, b: [x[0], w[0]], self._bprop)
+        self.kernel = custom_op(library, "DenseBias", lambda x, w, b: [x[0], w[0]], self._bprop)
 
     def _bprop(self, x, weight, bias, out, dout):
         return ops.matmul(dout, weight), ops.matmul(dout.T, x), dout.sum(0)
@@ -646,9 +646,9 @@ class BroadcastMultiply(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.multiply = _custom(library, self.FORWARD, lambda x, g: x)
-        self.backward_g = _custom(library, self.BACKWARD_G, lambda dy, x, g: g)
-        self.kernel = _custom(library, self.FORWARD, lambda x, g: x, self._bprop)
+        self.multiply = custom_op(library, self.FORWARD, lambda x, g: x)
+        self.backward_g = custom_op(library, self.BACKWARD_G, lambda dy, x, g: g)
+        self.kernel = custom_op(library, self.FORWARD, lambda x, g: x, self._bprop)
 
     def _bprop(self, x, g, out, dout):
         return self.multiply(dout, g), self.backward_g(dout, x, g)
@@ -683,8 +683,8 @@ class SpatialMean(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.backward = _custom(library, "SpatialMeanBack", lambda dy, x: x)
-        self.kernel = _custom(library, "SpatialMean", lambda x: [x[0], x[1], 1, 1], self._bprop)
+        self.backward = custom_op(library, "SpatialMeanBack", lambda dy, x: x)
+        self.kernel = custom_op(library, "SpatialMean", lambda x: [x[0], x[1], 1, 1], self._bprop)
 
     def _bprop(self, x, out, dout):
         return (self.backward(dout, x),)
@@ -714,8 +714,8 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.backward = _custom(library, "AvgPool2x2Back", lambda dy, x: x)
-        self.kernel = _custom(library, "AvgPool2x2",
+        self.backward = custom_op(library, "AvgPool2x2Back", lambda dy, x: x)
+        self.kernel = custom_op(library, "AvgPool2x2",
                               lambda x: [x[0], x[1], x[2] // 2, x[3] // 2], self._bprop)
 
     def _bprop(self, x, out, dout):
@@ -740,7 +740,7 @@ class UpsampleConcat(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.kernel = _custom(library, "UpsampleConcat",
+        self.kernel = custom_op(library, "UpsampleConcat",
                               lambda a, b: [b[0], a[1] + b[1], b[2], b[3]], self._bprop)
 
     def _bprop(self, coarse, fine, out, dout):
@@ -785,7 +785,7 @@ class GhostModuleKernel(KernelSwitch, nn.Cell):
     def make_kernels(self, library):
         name = ("GhostModule" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
                 + ("Residual" if self.residual else ""))
-        self.kernel = _custom(library, name,
+        self.kernel = custom_op(library, name,
                               lambda x, primary, *rest: [x[0], 2 * primary[0], x[2], x[3]])
 
     def construct(self, x, primary_weight, b1, weight, b2, extra=None):
@@ -822,7 +822,7 @@ class DfcGate(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.kernel = _custom(library, "DfcGate",
+        self.kernel = custom_op(library, "DfcGate",
                               lambda x, project, *rest: [x[0], project[0], x[2] // 2, x[3] // 2])
 
     def construct(self, x, project_weight, project_bias, horizontal_weight, horizontal_bias,
@@ -853,7 +853,7 @@ class GhostBottleneckKernel(KernelSwitch, nn.Cell):
             size = (lambda s: (s - 1) // 2 + 1) if self.strided else (lambda s: s)
             return [x[0], 2 * weights[-4][0], size(x[2]), size(x[3])]
 
-        self.kernel = _custom(library, self.name, out_shape)
+        self.kernel = custom_op(library, self.name, out_shape)
 
     def construct(self, x, *weights):
         return self.kernel(x, *weights)
@@ -871,7 +871,7 @@ class SqueezeExciteKernel(KernelSwitch, nn.Cell):
         self.set_kernel(enabled_by_default())
 
     def make_kernels(self, library):
-        self.kernel = _custom(library, "SqueezeExcite", lambda x, *rest: x)
+        self.kernel = custom_op(library, "SqueezeExcite", lambda x, *rest: x)
 
     def construct(self, x, reduce_weight, reduce_bias, expand_weight, expand_bias):
         return self.kernel(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
@@ -899,12 +899,12 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
 
     def make_kernels(self, library):
         relu = "Relu" if self.relu else ""
-        self.backward = _custom(library, "BatchNormTrainBack" + relu,
+        self.backward = custom_op(library, "BatchNormTrainBack" + relu,
                                 lambda dy, x, gamma, *rest: (x, gamma, gamma), outputs=3)
-        self.kernel = _custom(library, "BatchNormTrain" + relu,
+        self.kernel = custom_op(library, "BatchNormTrain" + relu,
                               lambda x, gamma, *rest: (x, gamma, gamma, gamma, gamma), self._bprop,
                               outputs=5)
-        self.infer_kernel = _custom(library, "BatchNormInfer" + relu,
+        self.infer_kernel = custom_op(library, "BatchNormInfer" + relu,
                                     lambda x, gamma, beta, mean, var, scalars: x)
 
     def _bprop(self, x, gamma, beta, moving_mean, moving_var, scalars, out, dout):

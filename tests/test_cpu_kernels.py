@@ -9,10 +9,11 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DepthwiseConv2d,
-                             GateMultiply, GhostBottleneckKernel, GhostModuleKernel, Linear,
-                             PointwiseConv2d, SmallConv2d, SpatialMean, count_kernel_layers,
-                             call_entry, forget_compiled_graphs, kernels_available, portable,
+from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DenseConv2d,
+                             DepthwiseConv2d, GateMultiply, GhostBottleneckKernel,
+                             GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d, SpatialMean,
+                             UpsampleConcat, count_kernel_layers, call_entry,
+                             forget_compiled_graphs, kernels_available, portable,
                              use_cpu_kernels, _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
@@ -133,7 +134,7 @@ def test_batchnorm_training(relu):
     np.testing.assert_allclose(kernel(x).asnumpy(), reference(x).asnumpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", [None, "relu", "hard_sigmoid"])
+@pytest.mark.parametrize("activation", [None, "relu", "hard_sigmoid", "leaky_relu"])
 def test_pointwise_conv(activation):
     """Inference forward (the kernel) and the gradients in eval mode (its bprop
     of MindSpore operators) vs MindSpore's Conv2D; 7x9: whole vectors, then a
@@ -141,6 +142,52 @@ def test_pointwise_conv(activation):
     def make_conv():
         return PointwiseConv2d(13, 19, has_bias=True, activation=activation).set_train(False)
     assert_same_as_mindspore(make_conv, [tensor(3, 13, 7, 9) * 2], forward_tol=1e-5)
+
+
+@pytest.mark.parametrize("activation,kernel_size,has_bias", [("leaky_relu", 3, True),
+                                                            ("relu", (5, 3), True),
+                                                            (None, 3, False)])
+def test_dense_conv(activation, kernel_size, has_bias):
+    """The dense convolution's kernel (YOLOv3's neck and head: inference, bias
+    and activation inside) and its eval-mode gradients vs MindSpore's Conv2D;
+    a 5x3 kernel; 11x9 planes (two tiles, the second ending inside a vector)."""
+    def make_conv():
+        conv = DenseConv2d(13, 19, kernel_size, has_bias=has_bias)
+        if activation:
+            conv.fuse_activation(activation)
+        return conv.set_train(False)
+    assert_same_as_mindspore(make_conv, [tensor(2, 13, 11, 9)], forward_tol=1e-5)
+
+
+def test_dense_conv_geometries_outside_the_kernel_keep_mindspore():
+    """Strided or dilated dense convs (DeepLabV3's ASPP) are plain nn.Conv2d."""
+    for conv in (DenseConv2d(4, 6, 3, stride=2, pad_mode="pad", padding=1),
+                 DenseConv2d(4, 6, 3, pad_mode="pad", padding=2, dilation=2)):
+        use_cpu_kernels(conv)
+        assert not conv.use_kernel
+        assert conv.set_train(False)(tensor(1, 4, 8, 8)).shape[1] == 6
+
+
+def test_upsample_concat():
+    """YOLOv3's neck join: the same values as ResizeNearestNeighbor + Concat
+    (a copy: bit for bit), and its eval-mode gradients (sums of four)."""
+    assert_same_as_mindspore(lambda: UpsampleConcat().set_train(False),
+                             [tensor(2, 5, 3, 4), tensor(2, 7, 6, 8)])
+
+
+def test_yolo_decode():
+    """YOLOv3's box decoding as one kernel (three levels, an input that is not
+    square) against its MindSpore operators."""
+    from src.models.heads.yolov3_head import ANCHORS_320, STRIDES, YOLOV3Decode
+    decode = YOLOV3Decode(ANCHORS_320, STRIDES, 2, 64, 96).set_train(False)
+    maps = tuple(tensor(2, 21, 64 // s, 96 // s) * 2 for s in STRIDES)
+    use_cpu_kernels(decode, False)
+    want = decode(maps).asnumpy()
+    use_cpu_kernels(decode, True)
+    assert decode.use_kernel
+    got = decode(maps).asnumpy()
+    assert got.shape == want.shape == (2, 3 * (6 + 24 + 96), 7)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
 def test_linear():
@@ -330,6 +377,16 @@ def kernel_calls():
     tail = [r(n, c, 7, 7), r(c), r(c, 1, 3, 3), r(c)]
     calls.append(("GhostTailReluGate", tail + [r(n, 2 * c, 3, 3)], [(n, 2 * c, 7, 7)]))
     calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
+    # The dense convolutions: 3x3 over c channels (a partial row block, a
+    # tile ending inside a vector), 5x3 unbiased on 7x7 planes; LeakyReLU.
+    calls += [("DenseConvS1BiasLeaky", [x, r(37, c, 3, 3), r(37)], [(n, 37, h, w)]),
+              ("DenseConvS1Relu", [x[:, :, :7, :7], r(9, c, 5, 3)], [(n, 9, 7, 7)]),
+              ("PointwiseBiasLeaky", [x, r(37, c, 1, 1), r(37)], [(n, 37, h, w)]),
+              ("UpsampleConcat", [gate, r(n, 5, 46, 38)], [(n, c + 5, 46, 38)])]
+    # YOLOv3's decoding: 3 anchors of 7 attributes on two levels, 39 pixels.
+    rows = 3 * (6 * 5 + 3 * 3)
+    calls.append(("YoloDecode", [r(n, 21, 6, 5), r(n, 21, 3, 3), r(rows, 2),
+                                 np.abs(r(rows, 2)), np.abs(r(rows, 1))], [(n, rows, 7)]))
     # The stem's dense conv (3 input channels, 9 taps each), both strides.
     for s in (1, 2):
         out = (n, 7, (h - 1) // s + 1, (w - 1) // s + 1)
@@ -450,6 +507,20 @@ def test_ghost_tail_small_planes_are_the_plane_by_plane_results(entry):
                                           err_msg=f"{channels}x{h}x{w}, channel {c}")
 
 
+def correlate(x, w, b, stride=1):
+    """A dense convolution padded k // 2 in float64: bias plus the taps' sums."""
+    n, _, height, width = x.shape
+    kh, kw = w.shape[2:]
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (kh // 2,) * 2, (kw // 2,) * 2))
+    oh, ow = (height - 1) // stride + 1, (width - 1) // stride + 1
+    out = np.zeros((n, w.shape[0], oh, ow)) + b[None, :, None, None]
+    for i in range(kh):
+        for j in range(kw):
+            patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            out += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
+    return out
+
+
 def test_small_conv_kernel_against_numpy():
     """The dense small conv against a float64 correlation, both strides, an
     odd plane, 5x5 taps over 1 channel and 3x3 over 5 (45 taps)."""
@@ -460,16 +531,32 @@ def test_small_conv_kernel_against_numpy():
         x = rng.normal(size=(2, c_in, 13, 10)).astype(np.float32)
         w = rng.normal(size=(6, c_in, k, k)).astype(np.float32)
         b = rng.normal(size=6).astype(np.float32)
-        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (k // 2,) * 2, (k // 2,) * 2))
-        oh, ow = (13 - 1) // stride + 1, (10 - 1) // stride + 1
-        want = np.zeros((2, 6, oh, ow)) + b[None, :, None, None]
-        for i in range(k):
-            for j in range(k):
-                patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-                want += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
+        want = correlate(x, w, b, stride)
         got, = call_entry(library, f"SmallConvS{stride}Bias", [x, w, b], [want.shape])
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
                                    err_msg=f"{c_in} channels, {k}x{k}, stride {stride}")
+
+
+def test_dense_conv_kernel_against_numpy():
+    """The dense convolution's kernel against a float64 correlation on the
+    planes YOLOv3 uses at 64-320 pixels (40x40 ... 2x2: many tiles, one, a
+    vector's part) and odd ones (1x1, a 1-pixel-wide column), 3x3 and 1x5
+    kernels, row counts with every remainder of the row blocks."""
+    from src.cpu_kernels import kernel_library
+    library = ctypes.CDLL(kernel_library())
+    library.SetNumThreads(2)
+    rng = np.random.default_rng(5)
+    cases = ((40, 40, 3, 3, 24), (20, 20, 3, 3, 17), (10, 10, 3, 3, 8), (2, 2, 3, 3, 3),
+             (1, 1, 3, 3, 5), (9, 1, 1, 5, 11), (7, 13, 3, 3, 1))
+    for height, width, kh, kw, rows in cases:
+        x = rng.normal(size=(2, 6, height, width)).astype(np.float32)
+        w = rng.normal(size=(rows, 6, kh, kw)).astype(np.float32)
+        b = rng.normal(size=rows).astype(np.float32)
+        want = correlate(x, w, b)
+        want = np.maximum(0.1 * want, want)
+        got, = call_entry(library, "DenseConvS1BiasLeaky", [x, w, b], [want.shape])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=f"{rows} rows, {kh}x{kw}, {height}x{width}")
 
 
 def run_kernels(library, threads):

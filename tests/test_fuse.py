@@ -219,6 +219,7 @@ def test_fused_dense_model_gives_the_same_outputs(task, tmp_path):
     are the unfused ones within DENSE_TOLERANCE of the largest output; the
     fused network exported with --cpu_kernels gives them too."""
     import mindspore as ms
+    from mindspore import nn
     from export import export_network
     from src.cpu_kernels import kernels_available
     from src.fuse import count_batchnorms, fuse_bn
@@ -231,6 +232,8 @@ def test_fused_dense_model_gives_the_same_outputs(task, tmp_path):
         assert count_batchnorms(net) > 0
         fuse_bn(net)
         assert count_batchnorms(net) == 0
+        # the neck's and head's LeakyReLUs run inside their convolutions' kernels
+        assert not any(isinstance(cell, nn.LeakyReLU) for _, cell in net.cells_and_names())
         fused_raw, fused = dense_outputs(net, images, task)
     assert np.abs(raw - fused_raw).max() <= DENSE_TOLERANCE * np.abs(raw).max()
     bound = DENSE_TOLERANCE * np.abs(unfused).max()

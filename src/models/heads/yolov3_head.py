@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 from mindspore import Tensor, nn, ops
+from mindspore import dtype as mstype
 
+from src.cpu_kernels import KernelSwitch, custom_op, enabled_by_default
 from src.ghostnetv2 import conv2d
 from src.models.necks.yolov3_neck import ConvBnLeaky
 
@@ -102,7 +104,7 @@ class FlattenPredictions(nn.Cell):
         return ops.cat(rows, 1)
 
 
-class YOLOV3Decode(nn.Cell):
+class YOLOV3Decode(KernelSwitch, nn.Cell):
     """Raw prediction maps -> (N, num_anchors_total, 5 + num_classes):
     (x1, y1, x2, y2) in input pixels, sigmoid objectness, sigmoid class
     scores; rows ordered as ``grid_anchors``. YOLOBBoxCoder.decode: centre =
@@ -110,6 +112,9 @@ class YOLOV3Decode(nn.Cell):
 
     The anchors of a fixed input size are constants of the graph (exported
     with it); ``height`` / ``width`` must be the size the network is called at.
+    In inference on float32 one CPU kernel (kernels/yolo_decode.cc) instead of
+    ~15 MindSpore operators; MindSpore's operators in an export (ONNX, AIR,
+    portable MINDIR).
     """
 
     def __init__(self, anchors, strides, num_classes, height, width):
@@ -120,8 +125,18 @@ class YOLOV3Decode(nn.Cell):
         self.centre = Tensor((table[:, :2] + table[:, 2:4]) / 2)
         self.size = Tensor(table[:, 2:4] - table[:, :2])
         self.stride = Tensor(table[:, 4:5])
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        attributes = self.flatten.num_attributes
+
+        def out_shape(*shapes):
+            return [shapes[0][0], shapes[-3][0], attributes]
+        self.kernel = custom_op(library, "YoloDecode", out_shape)
 
     def construct(self, maps):
+        if self.use_kernel and not self.training and maps[0].dtype == mstype.float32:
+            return self.kernel(*maps, self.centre, self.size, self.stride)
         pred = self.flatten(maps)
         centre = self.centre + (ops.sigmoid(pred[:, :, 0:2]) - 0.5) * self.stride
         half = self.size * ops.exp(pred[:, :, 2:4]) * 0.5
