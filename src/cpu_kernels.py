@@ -244,22 +244,25 @@ def _supports(conv):
     return kh * kw <= MAX_KERNEL_TAPS and _padded_like_pytorch(conv)
 
 
-def _padded_like_pytorch(conv):
-    """Odd kernel, stride 1 or 2 (both ways), no dilation, NCHW, padding k // 2
-    on every side: the geometry the correlation kernels implement."""
+def _padded_like_pytorch(conv, dilated=False):
+    """Odd kernel, stride 1 or 2 (both ways), NCHW, padding d * (k // 2) on
+    every side for dilation d, which must be 1 unless ``dilated`` (the same in
+    both directions): the geometry the correlation kernels implement."""
     kh, kw = conv.kernel_size
     stride = conv.stride[0]
+    dilation = conv.dilation[0]
     if kh % 2 == 0 or kw % 2 == 0:
         return False
     if conv.stride[1] != stride or stride not in (1, 2):
         return False
-    if tuple(conv.dilation) != (1, 1) or conv.data_format != "NCHW":
+    if conv.dilation[1] != dilation or (dilation != 1 and not dilated) or \
+            conv.data_format != "NCHW":
         return False
     if conv.pad_mode == "same":
-        return stride == 1  # 'same' at stride 1 with an odd kernel is padding k // 2
+        return stride == 1  # 'same' at stride 1 with an odd kernel is padding d * (k // 2)
     if conv.pad_mode == "pad":
         pad = (conv.padding,) * 4 if isinstance(conv.padding, int) else tuple(conv.padding)
-        return pad == (kh // 2, kh // 2, kw // 2, kw // 2)
+        return pad == (dilation * (kh // 2),) * 2 + (dilation * (kw // 2),) * 2
     return False
 
 
@@ -477,12 +480,14 @@ class PointwiseConv2d(ActivatedConv, nn.Conv2d):
 
 class DenseConv2d(ActivatedConv, nn.Conv2d):
     """A dense ``nn.Conv2d`` (one group; same parameters): in inference, where
-    it has an odd kernel, stride 1, padding k // 2 and no dilation, the
-    matrix-product kernel over columns gathered tile by tile (pointwise.cc's
-    implicit im2col): MindSpore's oneDNN Conv2D ran the YOLOv3 neck's and
-    head's 3x3 convolutions 3x slower than onnxruntime (benchmark/RESULTS.md).
-    Other geometries (strided, dilated: DeepLabV3's ASPP) and training run
-    MindSpore's Conv2D. ``activation``: see ActivatedConv.
+    it has an odd kernel, stride 1 and padding d * (k // 2) for its dilation
+    d, the matrix-product kernel over columns gathered tile by tile
+    (pointwise.cc's implicit im2col; taps that read only padding skipped):
+    MindSpore's oneDNN Conv2D ran the YOLOv3 neck's and head's 3x3
+    convolutions 3x slower than onnxruntime and gains nothing from the
+    padding taps of DeepLabV3's dilated ones (benchmark/RESULTS.md). Strided
+    convolutions and training run MindSpore's Conv2D. ``activation``: see
+    ActivatedConv.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad_mode="same",
@@ -491,11 +496,14 @@ class DenseConv2d(ActivatedConv, nn.Conv2d):
                          padding=padding, dilation=dilation, has_bias=has_bias)
         self.activation = self.check_activation(activation)
         self.backward_input = None
-        if self.stride[0] == 1 and _padded_like_pytorch(self):
-            kh, kw = self.kernel_size
+        if self.stride[0] == 1 and _padded_like_pytorch(self, dilated=True):
+            (kh, kw), d = self.kernel_size, self.dilation[0]
             self.backward_input = ops.Conv2DBackpropInput(
                 out_channels, self.kernel_size, pad_mode="pad",
-                pad=(kh // 2, kh // 2, kw // 2, kw // 2))
+                pad=(d * (kh // 2),) * 2 + (d * (kw // 2),) * 2, dilation=d)
+        # The kernel's last input: its dilation, as data (a kernel sees only
+        # its inputs' shapes and values).
+        self.dilation_value = ms.Tensor(np.array([self.dilation[0]], np.float32))
         self.set_kernel(enabled_by_default())
 
     def kernel_supported(self):
@@ -503,30 +511,42 @@ class DenseConv2d(ActivatedConv, nn.Conv2d):
                 and self.activation_supported())
 
     def make_kernels(self, library):
-        def out_shape(x, w, *bias):
+        def out_shape(x, w, *bias_dilation):
             return [x[0], w[0], x[2], x[3]]
         self.kernel = custom_op(library, self.kernel_name("DenseConvS1"), out_shape,
-                              self._bprop_bias if self.has_bias else self._bprop)
+                                self._bprop_bias if self.has_bias else self._bprop)
 
-    def _bprop(self, x, weight, out, dout):
+    def convolve(self, x, on_kernel):
+        if not on_kernel:
+            return super().convolve(x, False)
+        if self.has_bias:
+            return self.kernel(x, self.weight, self.bias, self.dilation_value)
+        return self.kernel(x, self.weight, self.dilation_value)
+
+    def _grads(self, x, weight, out, dout):
         dout = self._through_activation(out, dout)
-        return dense_conv_grads(self.backward_input, self.kernel_size, 1, x, weight, dout)
+        return dense_conv_grads(self.backward_input, self.kernel_size, 1, x, weight, dout,
+                                self.dilation[0]) + (dout,)
 
-    def _bprop_bias(self, x, weight, bias, out, dout):
-        dout = self._through_activation(out, dout)
-        return (dense_conv_grads(self.backward_input, self.kernel_size, 1, x, weight, dout)
-                + (dout.sum((0, 2, 3)),))
+    def _bprop(self, x, weight, dilation, out, dout):
+        dx, dw, _ = self._grads(x, weight, out, dout)
+        return dx, dw, ops.zeros_like(dilation)
+
+    def _bprop_bias(self, x, weight, bias, dilation, out, dout):
+        dx, dw, dout = self._grads(x, weight, out, dout)
+        return dx, dw, dout.sum((0, 2, 3)), ops.zeros_like(dilation)
 
 
-def dense_conv_grads(backward_input, kernel_size, stride, x, weight, dout):
-    """dx, dw of a dense convolution padded k // 2 (gradients in eval mode,
-    e.g. a frozen stem or neck): ``backward_input`` (MindSpore's
-    Conv2DBackpropInput of that geometry) for dx; dw as a correlation of the
-    padded input with dout, dilated by the stride."""
+def dense_conv_grads(backward_input, kernel_size, stride, x, weight, dout, dilation=1):
+    """dx, dw of a dense convolution padded d * (k // 2) (gradients in eval
+    mode, e.g. a frozen stem or neck): ``backward_input`` (MindSpore's
+    Conv2DBackpropInput of that geometry) for dx; dw[i, j] as the correlation
+    of the padded input with dout (dilated by the stride) at offset (i d, j d)."""
     kh, kw = kernel_size
-    padded = ops.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
+    ph, pw = dilation * (kh // 2), dilation * (kw // 2)
+    padded = ops.pad(x, (pw, pw, ph, ph))
     dw = ops.conv2d(padded.transpose(1, 0, 2, 3), dout.transpose(1, 0, 2, 3),
-                    dilation=stride)[:, :, :kh, :kw]
+                    dilation=stride)[:, :, ::dilation, ::dilation][:, :, :kh, :kw]
     return backward_input(dout, weight, x.shape), dw.transpose(1, 0, 2, 3)
 
 

@@ -144,15 +144,19 @@ def test_pointwise_conv(activation):
     assert_same_as_mindspore(make_conv, [tensor(3, 13, 7, 9) * 2], forward_tol=1e-5)
 
 
-@pytest.mark.parametrize("activation,kernel_size,has_bias", [("leaky_relu", 3, True),
-                                                            ("relu", (5, 3), True),
-                                                            (None, 3, False)])
-def test_dense_conv(activation, kernel_size, has_bias):
-    """The dense convolution's kernel (YOLOv3's neck and head: inference, bias
-    and activation inside) and its eval-mode gradients vs MindSpore's Conv2D;
-    a 5x3 kernel; 11x9 planes (two tiles, the second ending inside a vector)."""
+@pytest.mark.parametrize("activation,kernel_size,has_bias,dilation", [
+    ("leaky_relu", 3, True, 1), ("relu", (5, 3), True, 1), (None, 3, False, 1),
+    ("relu", 3, True, 4)])
+def test_dense_conv(activation, kernel_size, has_bias, dilation):
+    """The dense convolution's kernel (YOLOv3's neck and head, DeepLabV3's
+    dilated ASPP: inference, bias and activation inside) and its eval-mode
+    gradients vs MindSpore's Conv2D; a 5x3 kernel; 11x9 planes (two tiles, the
+    second ending inside a vector; dilation 4: taps reading only padding)."""
     def make_conv():
-        conv = DenseConv2d(13, 19, kernel_size, has_bias=has_bias)
+        kh, kw = (kernel_size,) * 2 if isinstance(kernel_size, int) else kernel_size
+        conv = DenseConv2d(13, 19, kernel_size, pad_mode="pad",
+                           padding=(dilation * (kh // 2),) * 2 + (dilation * (kw // 2),) * 2,
+                           dilation=dilation, has_bias=has_bias)
         if activation:
             conv.fuse_activation(activation)
         return conv.set_train(False)
@@ -160,9 +164,9 @@ def test_dense_conv(activation, kernel_size, has_bias):
 
 
 def test_dense_conv_geometries_outside_the_kernel_keep_mindspore():
-    """Strided or dilated dense convs (DeepLabV3's ASPP) are plain nn.Conv2d."""
+    """Strided dense convs, or padded otherwise than d * (k // 2), are plain nn.Conv2d."""
     for conv in (DenseConv2d(4, 6, 3, stride=2, pad_mode="pad", padding=1),
-                 DenseConv2d(4, 6, 3, pad_mode="pad", padding=2, dilation=2)):
+                 DenseConv2d(4, 6, 3, pad_mode="pad", padding=1, dilation=2)):
         use_cpu_kernels(conv)
         assert not conv.use_kernel
         assert conv.set_train(False)(tensor(1, 4, 8, 8)).shape[1] == 6
@@ -378,9 +382,12 @@ def kernel_calls():
     calls.append(("GhostTailReluGate", tail + [r(n, 2 * c, 3, 3)], [(n, 2 * c, 7, 7)]))
     calls.append(("DenseBias", [r(n, 4 * c), r(37, 4 * c), r(37)], [(n, 37)]))
     # The dense convolutions: 3x3 over c channels (a partial row block, a
-    # tile ending inside a vector), 5x3 unbiased on 7x7 planes; LeakyReLU.
-    calls += [("DenseConvS1BiasLeaky", [x, r(37, c, 3, 3), r(37)], [(n, 37, h, w)]),
-              ("DenseConvS1Relu", [x[:, :, :7, :7], r(9, c, 5, 3)], [(n, 9, 7, 7)]),
+    # tile ending inside a vector), 5x3 unbiased on 7x7 planes, dilation 9;
+    # LeakyReLU.
+    one, nine = np.ones(1, np.float32), np.full(1, 9, np.float32)  # dilations
+    calls += [("DenseConvS1BiasLeaky", [x, r(37, c, 3, 3), r(37), one], [(n, 37, h, w)]),
+              ("DenseConvS1Relu", [x[:, :, :7, :7], r(9, c, 5, 3), one], [(n, 9, 7, 7)]),
+              ("DenseConvS1BiasRelu", [x, r(37, c, 3, 3), r(37), nine], [(n, 37, h, w)]),
               ("PointwiseBiasLeaky", [x, r(37, c, 1, 1), r(37)], [(n, 37, h, w)]),
               ("UpsampleConcat", [gate, r(n, 5, 46, 38)], [(n, c + 5, 46, 38)])]
     # YOLOv3's decoding: 3 anchors of 7 attributes on two levels, 39 pixels.
@@ -507,16 +514,18 @@ def test_ghost_tail_small_planes_are_the_plane_by_plane_results(entry):
                                           err_msg=f"{channels}x{h}x{w}, channel {c}")
 
 
-def correlate(x, w, b, stride=1):
-    """A dense convolution padded k // 2 in float64: bias plus the taps' sums."""
+def correlate(x, w, b, stride=1, dilation=1):
+    """A dense convolution padded d * (k // 2) in float64: bias plus the taps' sums."""
     n, _, height, width = x.shape
     kh, kw = w.shape[2:]
-    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (kh // 2,) * 2, (kw // 2,) * 2))
+    ph, pw = dilation * (kh // 2), dilation * (kw // 2)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     oh, ow = (height - 1) // stride + 1, (width - 1) // stride + 1
     out = np.zeros((n, w.shape[0], oh, ow)) + b[None, :, None, None]
     for i in range(kh):
         for j in range(kw):
-            patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            top, left = i * dilation, j * dilation
+            patch = padded[:, :, top:top + stride * oh:stride, left:left + stride * ow:stride]
             out += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
     return out
 
@@ -541,22 +550,29 @@ def test_dense_conv_kernel_against_numpy():
     """The dense convolution's kernel against a float64 correlation on the
     planes YOLOv3 uses at 64-320 pixels (40x40 ... 2x2: many tiles, one, a
     vector's part) and odd ones (1x1, a 1-pixel-wide column), 3x3 and 1x5
-    kernels, row counts with every remainder of the row blocks."""
+    kernels, row counts with every remainder of the row blocks; dilations
+    (DeepLabV3's ASPP: 12 / 24 / 36 on 64x64) whose outer taps read only
+    padding for some tiles and for whole maps; 4100 input channels (passes
+    over parts of the channels, with 16- and with 8-float vectors)."""
     from src.cpu_kernels import kernel_library
     library = ctypes.CDLL(kernel_library())
     library.SetNumThreads(2)
     rng = np.random.default_rng(5)
-    cases = ((40, 40, 3, 3, 24), (20, 20, 3, 3, 17), (10, 10, 3, 3, 8), (2, 2, 3, 3, 3),
-             (1, 1, 3, 3, 5), (9, 1, 1, 5, 11), (7, 13, 3, 3, 1))
-    for height, width, kh, kw, rows in cases:
-        x = rng.normal(size=(2, 6, height, width)).astype(np.float32)
-        w = rng.normal(size=(rows, 6, kh, kw)).astype(np.float32)
+    cases = ((40, 40, 3, 3, 24, 1, 6), (20, 20, 3, 3, 17, 1, 6), (10, 10, 3, 3, 8, 1, 6),
+             (2, 2, 3, 3, 3, 1, 6), (1, 1, 3, 3, 5, 1, 6), (9, 1, 1, 5, 11, 1, 6),
+             (7, 13, 3, 3, 1, 1, 6), (32, 32, 3, 3, 9, 12, 6), (16, 20, 3, 3, 9, 18, 4),
+             (5, 5, 3, 3, 7, 6, 4), (4, 4, 3, 3, 3, 2, 4100))
+    for height, width, kh, kw, rows, dilation, channels in cases:
+        x = rng.normal(size=(2, channels, height, width)).astype(np.float32)
+        w = rng.normal(size=(rows, channels, kh, kw)).astype(np.float32)
         b = rng.normal(size=rows).astype(np.float32)
-        want = correlate(x, w, b)
+        want = correlate(x, w, b, dilation=dilation)
         want = np.maximum(0.1 * want, want)
-        got, = call_entry(library, "DenseConvS1BiasLeaky", [x, w, b], [want.shape])
+        got, = call_entry(library, "DenseConvS1BiasLeaky",
+                          [x, w, b, np.full(1, dilation, np.float32)], [want.shape])
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(),
-                                   err_msg=f"{rows} rows, {kh}x{kw}, {height}x{width}")
+                                   err_msg=f"{rows} rows, {kh}x{kw} dilation {dilation}, "
+                                           f"{height}x{width}")
 
 
 def run_kernels(library, threads):

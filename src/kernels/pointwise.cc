@@ -17,18 +17,22 @@
 //
 // Every output is one sum in one order whatever the thread count.
 //
-// Dense convolutions (one group, odd kh x kw, stride 1, padding k / 2: the
-// YOLOv3 neck's and head's 3x3 convs, which MindSpore's oneDNN Conv2D ran 3x
-// slower than onnxruntime) are the same products over columns gathered per
-// tile (implicit im2col): row (ci * kh + ky) * kw + kx of a tile holds
-// x[ci, oy + ky - kh / 2, ox + kx - kw / 2] for the tile's output pixels
-// (zero outside the map), so that w (Cout, Cin, kh, kw) is the matrix as it
-// is stored. A tile's columns (depth x kTile floats) stay in L2 while all
-// output channels pass over them.
+// Dense convolutions (one group, odd kh x kw, stride 1, padding d * (k / 2)
+// for dilation d: the YOLOv3 neck's and head's 3x3 convs, which MindSpore's
+// oneDNN Conv2D ran 3x slower than onnxruntime, and DeepLabV3's) are the
+// same products over columns gathered per tile (implicit im2col): a row of
+// the columns holds x[c, oy + dy, ox + dx] of one channel c and tap (dy,
+// dx) for the tile's output pixels (zero outside the map), multiplied by
+// that tap's weights where w (Cout, Cin, kh, kw) stores them. A tap that
+// reads only padding for a tile (a dilated conv's outer taps on a small map)
+// has no rows; a deep input is summed in passes over ranges of its channels,
+// so that a pass's columns (up to 256 KB) stay in L2 while all output
+// channels go over them.
 //
 // Entry points (AOT signature, params = inputs then outputs):
 //   Pointwise[Relu](x, w) -> y     PointwiseBias[Relu|HardSigmoid|Leaky](x, w, b) -> y
-//   DenseConvS1[Bias][Relu|Leaky](x, w[, b]) -> y   the dense convolutions
+//   DenseConvS1[Bias][Relu|Leaky](x, w[, b], dilation) -> y   the dense convolutions,
+//                                  dilation a float32 tensor (1,) holding it
 //   DenseBias(x, w, b) -> y        x (N, depth), w (rows, depth): nn.Dense
 // Leaky: LeakyReLU with slope 0.1 (YOLOv3's), max(0.1 v, v).
 #include <algorithm>
@@ -96,25 +100,34 @@ struct Product {
   Activation activation;
   float* y;
   int64_t y_pitch;
+  // A part of a longer sum (a dense convolution, pass by pass): `steps` of
+  // the depth (-1: all), the weight of step k at w[offsets[k]] (the indexed
+  // blocks; else w[k]); `accumulate` adds to what y holds; only the
+  // `finish`ing part adds the bias and activates.
+  int steps = -1;
+  const int* offsets = nullptr;
+  bool accumulate = false;
+  bool finish = true;
 };
 
 // R rows x C vectors at (row, x, y): x readable C vectors wide on `depth` rows.
-template <int R, int C>
+template <int R, int C, bool INDEXED>
 void block(const Product& p, int row, const float* x, int64_t x_pitch, float* y, int64_t y_pitch) {
   Vec acc[R][C];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = Vec{};
+    for (int c = 0; c < C; ++c) acc[r][c] = p.accumulate ? load(y + r * y_pitch + c * kLanes) : Vec{};
   const float* w = p.w + (int64_t)row * p.depth;
-  for (int k = 0; k < p.depth; ++k) {
+  const int steps = p.steps < 0 ? p.depth : p.steps;
+  for (int k = 0; k < steps; ++k) {
     const float* xk = x + k * x_pitch;
     Vec xv[C];
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) xv[c] = load(xk + c * kLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Vec wv = splat(w[(int64_t)r * p.depth + k]);
+      const Vec wv = splat(w[(int64_t)r * p.depth + (INDEXED ? p.offsets[k] : k)]);
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) acc[r][c] += wv * xv[c];
     }
@@ -124,26 +137,29 @@ void block(const Product& p, int row, const float* x, int64_t x_pitch, float* y,
     const Vec b = splat(p.bias ? p.bias[row + r] : 0.f);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      store(y + r * y_pitch + c * kLanes, activate(acc[r][c] + b, p.activation));
+      store(y + r * y_pitch + c * kLanes,
+            p.finish ? activate(acc[r][c] + b, p.activation) : acc[r][c]);
     }
   }
 }
 
 using BlockFn = void (*)(const Product&, int, const float*, int64_t, float*, int64_t);
 
-template <int C, int... R>
+template <int C, bool INDEXED, int... R>
 constexpr std::array<BlockFn, sizeof...(R)> rows_of(std::integer_sequence<int, R...>) {
-  return {&block<R + 1, C>...};
+  return {&block<R + 1, C, INDEXED>...};
 }
 
-template <int... C>
+template <bool INDEXED, int... C>
 constexpr std::array<std::array<BlockFn, kRows>, sizeof...(C)> table_of(
     std::integer_sequence<int, C...>) {
-  return {rows_of<C + 1>(std::make_integer_sequence<int, kRows>())...};
+  return {rows_of<C + 1, INDEXED>(std::make_integer_sequence<int, kRows>())...};
 }
 
-// kBlocks[C - 1][R - 1] computes R rows x C vectors.
-constexpr auto kBlocks = table_of(std::make_integer_sequence<int, kCols>());
+// kBlocks[C - 1][R - 1] computes R rows x C vectors; kIndexedBlocks the same
+// with the weights at p.offsets.
+constexpr auto kBlocks = table_of<false>(std::make_integer_sequence<int, kCols>());
+constexpr auto kIndexedBlocks = table_of<true>(std::make_integer_sequence<int, kCols>());
 
 int64_t tiles_of(int64_t columns) { return (columns + kTile - 1) / kTile; }
 
@@ -291,86 +307,159 @@ int pointwise(void** params, int64_t** shapes) {
 
 thread_local std::vector<float> t_columns;  // a dense convolution's tile of columns
 
-// The input of a dense convolution (one image) and its kernel's size.
+// The input of a dense convolution (one image), its kernel and dilation.
 struct ConvInput {
-  int channels, height, width, kh, kw;
-  int depth() const { return channels * kh * kw; }
+  int channels, height, width, kh, kw, dilation;
+  int taps() const { return kh * kw; }
+  int depth() const { return channels * taps(); }
 };
 
-// Columns [first, first + count) of the output plane (stride 1: the input's
-// size) as depth rows of kTile floats at `columns`: row (ci * kh + ky) * kw +
-// kx holds x[ci, oy + ky - kh / 2, ox + kx - kw / 2], zero outside the map
-// and past count (up to a whole vector).
-void gather_columns(const float* x, const ConvInput& in, int64_t first, int count,
-                    float* columns) {
-  const int H = in.height, W = in.width, ph = in.kh / 2, pw = in.kw / 2;
-  const int padded = std::min(kTile, (count + kLanes - 1) / kLanes * kLanes);
-  for (int j = 0; j < count;) {  // one run of pixels within an output row at a time
-    const int oy = (int)((first + j) / W), ox = (int)((first + j) % W);
-    const int length = std::min(W - ox, count - j);
-    float* dst = columns + j;
-    for (int ci = 0; ci < in.channels; ++ci) {
-      for (int ky = 0; ky < in.kh; ++ky) {
-        const int iy = oy + ky - ph;
-        const float* row = x + ((int64_t)ci * H + iy) * W;
-        for (int kx = 0; kx < in.kw; ++kx, dst += kTile) {
-          if (iy < 0 || iy >= H) {
-            std::fill(dst, dst + length, 0.f);
-            continue;
-          }
-          // Pixel t of the run reads input column ox + t + shift; inside for t in [lo, hi).
-          const int shift = kx - pw;
-          const int lo = std::min(length, std::max(0, -shift - ox));
-          const int hi = std::max(lo, std::min(length, W - shift - ox));
-          std::fill(dst, dst + lo, 0.f);
-          std::memcpy(dst + lo, row + ox + shift + lo, (hi - lo) * sizeof(float));
-          std::fill(dst + hi, dst + length, 0.f);
-        }
-      }
-    }
+// Tap (ky, kx) reads pixel (oy + dy, ox + dx) for output pixel (oy, ox).
+struct Tap {
+  int dy, dx;
+};
+
+Tap tap_of(const ConvInput& in, int t) {
+  return {(t / in.kw - in.kh / 2) * in.dilation, (t % in.kw - in.kw / 2) * in.dilation};
+}
+
+// body(j, oy, ox, length) for each run of output pixels [first, first +
+// count) within one output row (j: the run's offset in the tile).
+template <class Body>
+void for_runs(const ConvInput& in, int64_t first, int count, Body body) {
+  for (int j = 0; j < count;) {
+    const int oy = (int)((first + j) / in.width), ox = (int)((first + j) % in.width);
+    const int length = std::min(in.width - ox, count - j);
+    body(j, oy, ox, length);
     j += length;
   }
+}
+
+// Pixel t of a run at (oy, ox) reads input column ox + t + dx: inside the
+// map for t in [lo, hi); the run's input row oy + dy inside or not.
+struct Inside {
+  bool row;
+  int lo, hi;
+};
+
+Inside inside(const ConvInput& in, Tap tap, int oy, int ox, int length) {
+  const int lo = std::min(length, std::max(0, -tap.dx - ox));
+  const int hi = std::max(lo, std::min(length, in.width - tap.dx - ox));
+  return {oy + tap.dy >= 0 && oy + tap.dy < in.height, lo, hi};
+}
+
+// Whether the tap reads any pixel inside the map for the tile's pixels; a
+// tap that reads only padding (most of a dilated 3x3's on a small map) is
+// skipped.
+bool tap_used(const ConvInput& in, Tap tap, int64_t first, int count) {
+  bool used = false;
+  for_runs(in, first, count, [&](int, int oy, int ox, int length) {
+    const Inside span = inside(in, tap, oy, ox, length);
+    used = used || (span.row && span.hi > span.lo);
+  });
+  return used;
+}
+
+// Row c * U + u of the columns (kTile floats each), for channels c0 + c
+// (c < n) and the U taps used: x[c0 + c, oy + dy, ox + dx] of tap u for the
+// tile's pixels, zero outside the map and past count (up to a whole vector).
+void gather_columns(const float* x, const ConvInput& in, const std::vector<Tap>& taps, int c0,
+                    int n, int64_t first, int count, float* columns) {
+  const int64_t plane = (int64_t)in.height * in.width;
+  const int used = (int)taps.size();
+  const int padded = std::min(kTile, (count + kLanes - 1) / kLanes * kLanes);
+  for_runs(in, first, count, [&](int j, int oy, int ox, int length) {
+    for (int u = 0; u < used; ++u) {
+      const Inside span = inside(in, taps[u], oy, ox, length);
+      const float* src = x + c0 * plane + (int64_t)(oy + taps[u].dy) * in.width + ox + taps[u].dx;
+      for (int c = 0; c < n; ++c, src += plane) {
+        float* dst = columns + ((int64_t)c * used + u) * kTile + j;
+        if (!span.row) {
+          std::fill(dst, dst + length, 0.f);
+          continue;
+        }
+        std::fill(dst, dst + span.lo, 0.f);
+        std::memcpy(dst + span.lo, src + span.lo, (span.hi - span.lo) * sizeof(float));
+        std::fill(dst + span.hi, dst + length, 0.f);
+      }
+    }
+  });
   if (padded > count)
-    for (int k = 0; k < in.depth(); ++k)
+    for (int k = 0; k < n * used; ++k)
       std::fill(columns + (int64_t)k * kTile + count, columns + (int64_t)k * kTile + padded, 0.f);
 }
 
+// The columns of one pass stay within this many floats (256 KB), whatever
+// the input's depth (the segmenter's 2560-channel 3x3 conv would otherwise
+// sweep 4 MB per tile).
+constexpr int kColumnFloats = 64 * 1024;
+
+thread_local std::vector<int> t_offsets;  // the weights' offsets of a pass
+
 // Rows [row_begin, row_end) of tile `tile` of a dense convolution (p.x: the
-// image's input): the tile's columns gathered, then kRows x kCols blocks over
-// them; a tile that ends inside a vector is written through t_result.
+// image's input): passes over ranges of the input channels, each with every
+// tap the tile uses (weight (co, c, tap) read in place at co * depth + c *
+// taps + tap); passes after the first add to what the earlier ones wrote,
+// the last adds the bias and activates. A tile that ends inside a vector is
+// summed in t_result, then copied.
 void conv_tile_rows(const Product& p, const ConvInput& in, int64_t tile, int row_begin,
                     int row_end) {
   const int64_t first = tile * kTile;
   const int count = (int)std::min<int64_t>(kTile, p.columns - first);
   const int vectors = (count + kLanes - 1) / kLanes;
-  t_columns.resize((size_t)in.depth() * kTile);
-  gather_columns(p.x, in, first, count, t_columns.data());
   const bool whole = count == vectors * kLanes;
-  if (!whole) t_result.resize((size_t)kRows * kTile);
-  float* y = p.y + first;
-  for (int row = row_begin; row < row_end; row += kRows) {
-    const int rows = std::min(kRows, row_end - row);
-    if (whole) {
-      kBlocks[vectors - 1][rows - 1](p, row, t_columns.data(), kTile, y + row * p.y_pitch,
-                                     p.y_pitch);
-      continue;
-    }
-    kBlocks[vectors - 1][rows - 1](p, row, t_columns.data(), kTile, t_result.data(), kTile);
-    for (int r = 0; r < rows; ++r)
-      std::memcpy(y + (row + r) * p.y_pitch, t_result.data() + (size_t)r * kTile,
-                  count * sizeof(float));
+  std::vector<Tap> taps;
+  std::vector<int> tap_index;
+  for (int t = 0; t < in.taps(); ++t) {
+    if (!tap_used(in, tap_of(in, t), first, count)) continue;
+    taps.push_back(tap_of(in, t));
+    tap_index.push_back(t);
   }
+  const int used = (int)taps.size();
+  const int chunk = std::max(1, std::min(in.channels, kColumnFloats / (kTile * used)));
+  t_columns.resize((size_t)chunk * used * kTile);
+  t_offsets.resize((size_t)chunk * used);
+  float* out = whole ? p.y + first : nullptr;
+  int64_t pitch = p.y_pitch;
+  if (!whole) {
+    t_result.resize((size_t)p.rows * kTile);
+    out = t_result.data();
+    pitch = kTile;
+  }
+  for (int c0 = 0; c0 < in.channels; c0 += chunk) {
+    const int n = std::min(chunk, in.channels - c0);
+    gather_columns(p.x, in, taps, c0, n, first, count, t_columns.data());
+    for (int c = 0; c < n; ++c)
+      for (int u = 0; u < used; ++u) t_offsets[c * used + u] = (c0 + c) * in.taps() + tap_index[u];
+    Product q = p;
+    q.steps = n * used;
+    q.offsets = t_offsets.data();
+    q.accumulate = c0 > 0;
+    q.finish = c0 + n == in.channels;
+    for (int row = row_begin; row < row_end; row += kRows) {
+      const int rows = std::min(kRows, row_end - row);
+      kIndexedBlocks[vectors - 1][rows - 1](q, row, t_columns.data(), kTile, out + row * pitch,
+                                            pitch);
+    }
+  }
+  if (!whole)
+    for (int row = row_begin; row < row_end; ++row)
+      std::memcpy(p.y + first + row * p.y_pitch, out + row * pitch, count * sizeof(float));
 }
 
+// (x, w[, b], dilation) -> y; dilation: a float32 tensor (1,) holding it.
 template <bool BIAS, Activation ACTIVATION>
 int dense_conv(void** params, int64_t** shapes) {
   const float* x = static_cast<const float*>(params[0]);
   const float* w = static_cast<const float*>(params[1]);
   const float* bias = BIAS ? static_cast<const float*>(params[2]) : nullptr;
-  float* y = static_cast<float*>(params[BIAS ? 3 : 2]);
-  const ConvInput in{(int)shapes[0][1], (int)shapes[0][2], (int)shapes[0][3], (int)shapes[1][2],
-                     (int)shapes[1][3]};
-  if (shapes[1][1] != in.channels || in.kh % 2 == 0 || in.kw % 2 == 0) return 1;
+  const float dilation = *static_cast<const float*>(params[BIAS ? 3 : 2]);
+  float* y = static_cast<float*>(params[BIAS ? 4 : 3]);
+  const ConvInput in{(int)shapes[0][1], (int)shapes[0][2], (int)shapes[0][3],
+                     (int)shapes[1][2], (int)shapes[1][3], (int)dilation};
+  if (shapes[1][1] != in.channels || in.kh % 2 == 0 || in.kw % 2 == 0 || in.dilation < 1 ||
+      in.dilation != dilation)
+    return 1;
   const int64_t plane = (int64_t)in.height * in.width;
   const Product p{x, plane, plane, w, in.depth(), (int)shapes[1][0], bias, ACTIVATION, y, plane};
   run(p, shapes[0][0], in.channels * plane, p.rows * plane,
