@@ -1,6 +1,7 @@
 """One of the segmenter's ASPP convolutions alone (3x3, 960 -> 512 channels,
 64x64 map: DeepLabV3 at 512x512, output stride 8) at each ASPP dilation, in
-MindSpore (Conv2D, as the MINDIR runs it), PyTorch and onnxruntime: whether
+MindSpore (its Conv2D; the port's dense-convolution kernel, as the
+--cpu_kernels MINDIR runs it), PyTorch and onnxruntime: whether
 an engine's time falls with the dilation (the taps that land in the zero
 padding skipped) or stays (computed).
 
@@ -37,11 +38,14 @@ def valid_tap_share(dilation, size=SIZE):
     return (per_axis / (3 * size)) ** 2
 
 
-def mindspore_conv(x, weight, dilation):
+def mindspore_conv(x, weight, dilation, kernel=False):
+    """MindSpore's Conv2D, or (kernel) the port's DenseConv2d on its CPU kernel."""
     import mindspore as ms
-    from mindspore import nn
-    conv = nn.Conv2d(IN_CHANNELS, OUT_CHANNELS, 3, pad_mode="pad", padding=dilation,
-                     dilation=dilation, has_bias=False)
+    from src.cpu_kernels import DenseConv2d, use_cpu_kernels
+    conv = DenseConv2d(IN_CHANNELS, OUT_CHANNELS, 3, pad_mode="pad", padding=dilation,
+                       dilation=dilation).set_train(False)
+    use_cpu_kernels(conv, kernel)
+    assert conv.use_kernel == kernel, "the CPU kernel library is not available"
     conv.weight.set_data(ms.Tensor(weight))
     tensor = ms.Tensor(x)
     return lambda: conv(tensor).asnumpy()
@@ -89,12 +93,13 @@ def main(argv=None):
     gmac = OUT_CHANNELS * IN_CHANNELS * 9 * SIZE * SIZE / 1e9
     print(f"3x3 conv {IN_CHANNELS} -> {OUT_CHANNELS}, {SIZE}x{SIZE}, batch 1, {args.threads} "
           f"threads: {gmac:.1f} GMAC with every tap; medians of {args.calls} calls, ms\n")
-    print("| dilation | taps inside the map | MindSpore Conv2D | PyTorch | onnxruntime |")
-    print("|---|---|---|---|---|")
+    print("| dilation | taps inside the map | MindSpore Conv2D | this port's kernel "
+          "(DenseConv2d) | PyTorch | onnxruntime |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for dilation in DILATIONS:
             times = [median_ms(make(x, weight, dilation), args.calls) for make in (
-                mindspore_conv, torch_conv,
+                mindspore_conv, lambda *a: mindspore_conv(*a, kernel=True), torch_conv,
                 lambda *a: onnxruntime_conv(*a, args.threads, folder))]
             print(f"| {dilation} | {valid_tap_share(dilation):.0%} | "
                   + " | ".join(f"{t:.0f}" for t in times) + " |")
