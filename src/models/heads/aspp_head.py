@@ -7,7 +7,7 @@ BN + ReLU; dropout; a 1x1 conv to the class logits.
 from mindspore import nn, ops
 
 from src.cpu_kernels import SpatialMean
-from src.ghostnetv2 import conv_bn
+from src.ghostnetv2 import conv2d, conv_bn
 
 DEFAULT_DILATIONS = (1, 12, 24, 36)
 
@@ -37,7 +37,7 @@ class ASPPHead(nn.Cell):
             for d in dilations])
         self.bottleneck = conv_bn((len(dilations) + 1) * channels, channels, 3, relu=True)
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1, has_bias=True)
+        self.conv_seg = conv2d(channels, num_classes, 1, has_bias=True)
 
     def construct(self, x):
         pooled = self.image_pool_conv(self.image_pool(x))

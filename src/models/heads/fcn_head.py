@@ -4,7 +4,7 @@ as the auxiliary head on the stride-16 stage (training only, loss weight 0.4).
 """
 from mindspore import nn
 
-from src.ghostnetv2 import conv_bn
+from src.ghostnetv2 import conv2d, conv_bn
 
 
 class FCNHead(nn.Cell):
@@ -28,7 +28,7 @@ class FCNHead(nn.Cell):
             conv_bn(in_channels if i == 0 else channels, channels, kernel_size, relu=True)
             for i in range(num_convs)])
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1, has_bias=True)
+        self.conv_seg = conv2d(channels, num_classes, 1, has_bias=True)
 
     def construct(self, x):
         out = self.convs(x)
