@@ -27,6 +27,8 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``SpatialMean``: mean over H, W (keeping 1 x 1);
 - ``AvgPool2x2``: ``nn.AvgPool2d(2, 2)``;
 - ``UpsampleConcat``: ``cat((nearest_2x_upsample(a), b), 1)`` (YOLOv3's neck);
+- ``ResizeBilinear``: ``x`` resized bilinearly to the size of ``like``
+  (DeepLabV3's final resize);
 - ``ChannelScale``: ``x * scale`` with a per-channel scale (SE);
 - ``GhostModuleKernel``, ``DfcGate``, ``SqueezeExciteKernel``,
   ``GhostBottleneckKernel``: a BN-folded ghost module, its DFC branch, an SE
@@ -73,7 +75,8 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "DenseConv2d", "SmallConv2d", "DfcGate",
-           "SqueezeExciteKernel", "UpsampleConcat", "ActivatedConv", "LEAKY_SLOPE",
+           "SqueezeExciteKernel", "UpsampleConcat", "ResizeBilinear", "bilinear_matrix",
+           "ActivatedConv", "LEAKY_SLOPE",
            "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply",
            "SpatialMean",
            "AvgPool2x2", "ChannelScale", "GhostModuleKernel", "KernelSwitch", "use_cpu_kernels",
@@ -773,6 +776,45 @@ class UpsampleConcat(KernelSwitch, nn.Cell):
             return self.kernel(coarse, fine)
         upsampled = ops.ResizeNearestNeighbor((coarse.shape[2] * 2, coarse.shape[3] * 2))(coarse)
         return ops.cat((upsampled, fine), 1)
+
+
+class ResizeBilinear(KernelSwitch, nn.Cell):
+    """``x`` resized to ``like``'s height and width, bilinear with half-pixel
+    centres (PyTorch's align_corners=False): DeepLabV3's final resize of its
+    logits to the input size, which MindSpore's ResizeBilinearV2 ran at half
+    onnxruntime's speed (benchmark/RESULTS.md). In inference on float32 one
+    kernel pass (only ``like``'s shape is read); ``ops.interpolate`` otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.set_kernel(enabled_by_default())
+
+    def make_kernels(self, library):
+        self.kernel = custom_op(library, "ResizeBilinear",
+                                lambda x, like: [x[0], x[1], like[2], like[3]], self._bprop)
+
+    def _bprop(self, x, like, out, dout):
+        # The resize is y = R x C^T with R, C the 1-D tent matrices.
+        rows = bilinear_matrix(x.shape[2], dout.shape[2])
+        cols = bilinear_matrix(x.shape[3], dout.shape[3])
+        return ops.matmul(ops.matmul(rows.T, dout), cols), ops.zeros_like(like)
+
+    def construct(self, x, like):
+        if self.use_kernel and not self.training and x.dtype == mstype.float32:
+            return self.kernel(x, like)
+        return ops.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+@ops.constexpr
+def bilinear_matrix(size_in, size_out):
+    """(size_out, size_in) weights of a 1-D bilinear resize with half-pixel
+    centres: output i samples src = (i + 0.5) * in / out - 0.5, clamped to
+    the edges, with the tent weights max(0, 1 - |src - j|) (PyTorch's
+    align_corners=False, the same numbers as ResizeBilinear)."""
+    src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    src = np.clip(src, 0, size_in - 1)
+    weights = np.maximum(0.0, 1.0 - np.abs(src[:, None] - np.arange(size_in)[None, :]))
+    return ms.Tensor(weights.astype(np.float32))
 
 
 class GhostModuleKernel(KernelSwitch, nn.Cell):

@@ -11,8 +11,8 @@ from mindspore import nn
 
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DenseConv2d,
                              DepthwiseConv2d, GateMultiply, GhostBottleneckKernel,
-                             GhostModuleKernel, Linear, PointwiseConv2d, SmallConv2d, SpatialMean,
-                             UpsampleConcat, count_kernel_layers, call_entry,
+                             GhostModuleKernel, Linear, PointwiseConv2d, ResizeBilinear,
+                             SmallConv2d, SpatialMean, UpsampleConcat, count_kernel_layers, call_entry,
                              forget_compiled_graphs, kernels_available, portable,
                              use_cpu_kernels, _cpu_flags)
 
@@ -192,6 +192,15 @@ def test_yolo_decode():
     got = decode(maps).asnumpy()
     assert got.shape == want.shape == (2, 3 * (6 + 24 + 96), 7)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_resize_bilinear():
+    """DeepLabV3's final resize (8x up; and a resize down, odd sizes) on the
+    kernel vs ops.interpolate, and its eval-mode gradient."""
+    for small, large in (((5, 6), (40, 48)), ((9, 7), (4, 11))):
+        like = tensor(2, 1, *large)
+        assert_same_as_mindspore(lambda: ResizeBilinear().set_train(False),
+                                 [tensor(2, 3, *small), like], forward_tol=1e-5)
 
 
 def test_linear():
@@ -389,7 +398,8 @@ def kernel_calls():
               ("DenseConvS1Relu", [x[:, :, :7, :7], r(9, c, 5, 3), one], [(n, 9, 7, 7)]),
               ("DenseConvS1BiasRelu", [x, r(37, c, 3, 3), r(37), nine], [(n, 37, h, w)]),
               ("PointwiseBiasLeaky", [x, r(37, c, 1, 1), r(37)], [(n, 37, h, w)]),
-              ("UpsampleConcat", [gate, r(n, 5, 46, 38)], [(n, c + 5, 46, 38)])]
+              ("UpsampleConcat", [gate, r(n, 5, 46, 38)], [(n, c + 5, 46, 38)]),
+              ("ResizeBilinear", [gate, x[:, :1]], [(n, c, h, w)])]
     # YOLOv3's decoding: 3 anchors of 7 attributes on two levels, 39 pixels.
     rows = 3 * (6 * 5 + 3 * 3)
     calls.append(("YoloDecode", [r(n, 21, 6, 5), r(n, 21, 3, 3), r(rows, 2),

@@ -15,6 +15,9 @@
 //   ChannelScaleBack(dy, x, s) -> ds   ds = sum over H, W of dy * x
 //   UpsampleConcat(a, b) -> y     y = cat(nearest 2x upsample of a, b) on channels:
 //                                 a (N, CA, H / 2, W / 2), b (N, CB, H, W) (YOLOv3's neck)
+//   ResizeBilinear(x, like) -> y  y = x resized to like's H x W, bilinear, half-pixel
+//                                 centres (PyTorch's align_corners=False; DeepLabV3's
+//                                 final resize); only like's shape is read
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -232,6 +235,78 @@ int upsample_concat(void** params, int64_t** shapes) {
   return 0;
 }
 
+// One axis of a bilinear resize in -> out with half-pixel centres, as
+// PyTorch computes it: output i reads src = max(0, (i + 0.5) * in / out -
+// 0.5) between first = floor(src) and first + 1 (the edge repeated), with
+// weights 1 - frac and frac.
+struct LinearTaps {
+  std::vector<int> first, second;
+  std::vector<float> frac;
+};
+
+void linear_taps(int in, int out, LinearTaps& taps) {
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  taps.first.resize(out);
+  taps.second.resize(out);
+  taps.frac.resize(out);
+  for (int i = 0; i < out; ++i) {
+    const float src = std::max(0.f, scale * (static_cast<float>(i) + 0.5f) - 0.5f);
+    const int first = std::min(static_cast<int>(src), in - 1);
+    taps.first[i] = first;
+    taps.second[i] = first + (first < in - 1 ? 1 : 0);
+    taps.frac[i] = src - static_cast<float>(first);
+  }
+}
+
+thread_local std::vector<float> t_upper, t_lower;  // two input rows resized along W
+
+// One plane per task: each input row resized along W once (kept while
+// output rows use it), each output row a blend of two such rows.
+int resize_bilinear(void** params, int64_t** shapes) {
+  const float* x = static_cast<const float*>(params[0]);
+  float* y = static_cast<float*>(params[2]);
+  const int64_t planes = shapes[0][0] * shapes[0][1];
+  const int IH = (int)shapes[0][2], IW = (int)shapes[0][3];
+  const int OH = (int)shapes[1][2], OW = (int)shapes[1][3];
+  if (shapes[1][0] != shapes[0][0] || IH < 1 || IW < 1) return 1;
+  LinearTaps rows, cols;
+  linear_taps(IH, OH, rows);
+  linear_taps(IW, OW, cols);
+  pool().parallel_for(planes, planes * OH * OW, [&](int64_t begin, int64_t end) {
+    t_upper.resize(OW);
+    t_lower.resize(OW);
+    for (int64_t q = begin; q < end; ++q) {
+      const float* plane = x + q * IH * IW;
+      int upper_row = -1, lower_row = -1;
+      for (int i = 0; i < OH; ++i) {
+        for (int pass = 0; pass < 2; ++pass) {
+          const int row = pass == 0 ? rows.first[i] : rows.second[i];
+          int& cached = pass == 0 ? upper_row : lower_row;
+          float* resized = pass == 0 ? t_upper.data() : t_lower.data();
+          if (cached == row) continue;
+          if (pass == 0 && lower_row == row) {  // moving down: the lower row becomes the upper
+            std::swap(t_upper, t_lower);
+            std::swap(upper_row, lower_row);
+            continue;
+          }
+          const float* src = plane + (int64_t)row * IW;
+          for (int j = 0; j < OW; ++j)
+            resized[j] =
+                src[cols.first[j]] * (1.f - cols.frac[j]) + src[cols.second[j]] * cols.frac[j];
+          cached = row;
+        }
+        const float* upper = t_upper.data();
+        const float* lower = t_lower.data();
+        const float down = rows.frac[i], up = 1.f - down;
+        float* out = y + (q * OH + i) * OW;
+#pragma omp simd
+        for (int j = 0; j < OW; ++j) out[j] = upper[j] * up + lower[j] * down;
+      }
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -244,4 +319,5 @@ int AvgPool2x2Back(AOT_ARGS) { return avg_pool_2x2_back(params, shapes); }
 int ChannelScale(AOT_ARGS) { return channel_scale(params, shapes); }
 int ChannelScaleBack(AOT_ARGS) { return channel_scale_back(params, shapes); }
 int UpsampleConcat(AOT_ARGS) { return upsample_concat(params, shapes); }
+int ResizeBilinear(AOT_ARGS) { return resize_bilinear(params, shapes); }
 }

@@ -14,9 +14,9 @@ that is the evaluation and export graph. ``forward_train`` returns the main
 and auxiliary logits at the feature resolution for the loss, which resizes
 them to the labels (src/models/losses/segmentation_loss.py).
 """
-import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import nn, ops
 
+from src.cpu_kernels import ResizeBilinear, bilinear_matrix
 from src.ghostnetv2 import create_model
 from src.models.heads.aspp_head import DEFAULT_DILATIONS, ASPPHead
 from src.models.heads.fcn_head import FCNHead
@@ -29,18 +29,6 @@ AUX_FEATURE, MAIN_FEATURE = 3, 4
 def resize_bilinear(x, size):
     """Bilinear resize with half-pixel centres (PyTorch's align_corners=False)."""
     return ops.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-@ops.constexpr
-def bilinear_matrix(size_in, size_out):
-    """(size_out, size_in) weights of a 1-D bilinear resize with half-pixel
-    centres: output i samples src = (i + 0.5) * in / out - 0.5, clamped to
-    the edges, with the tent weights max(0, 1 - |src - j|) (PyTorch's
-    align_corners=False, the same numbers as resize_bilinear)."""
-    src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
-    src = np.clip(src, 0, size_in - 1)
-    weights = np.maximum(0.0, 1.0 - np.abs(src[:, None] - np.arange(size_in)[None, :]))
-    return Tensor(weights.astype(np.float32))
 
 
 def resize_bilinear_matmul(x, size):
@@ -92,6 +80,7 @@ class DeepLabV3(nn.Cell):
         # The final resize as matrix products in an ONNX export, whose
         # exporter lacks the bilinear resize (set by cpu_kernels.portable).
         self.export_form = False
+        self.final_resize = ResizeBilinear()
 
     @property
     def min_input_size(self):
@@ -110,4 +99,4 @@ class DeepLabV3(nn.Cell):
         logits = self.decode_head(features)
         if self.export_form:
             return resize_bilinear_matmul(logits, x.shape[2:])
-        return resize_bilinear(logits, x.shape[2:])
+        return self.final_resize(logits, x)
