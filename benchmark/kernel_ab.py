@@ -10,6 +10,8 @@ MindSpore calls it; ~10 us of Python per call, the same in every build).
 
 Each row: best of --calls calls per build, builds alternating for --turns
 turns (the best over all turns is printed, one column per build).
+``--cases dense``: the detector's and segmenter's convolutions instead
+(e.g. ``--threads 2`` with builds of two block shapes of pointwise.cc).
 """
 import argparse
 import ctypes
@@ -51,13 +53,45 @@ def cases():
     return rows
 
 
+def dense_cases():
+    """(label, entry, inputs, output shape) of the dense models' convolutions
+    on the kernels: YOLOv3's neck at 320 (3x3 96 -> 192 on 40x40 and 10x10)
+    and DeepLabV3's at 512 (the ASPP's 3x3 960 -> 512 on 64x64 at dilations
+    1 and 24; its 2560 -> 512 bottleneck); and, for the shared 1x1 kernel,
+    two of the classifier's 1x1 convs."""
+    rng = np.random.default_rng(0)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    rows = []
+    for c_in, c_out, h, dilation in ((96, 192, 40, 1), (96, 192, 10, 1), (960, 512, 64, 1),
+                                     (960, 512, 64, 24), (2560, 512, 64, 1)):
+        rows.append((f"dense 3x3 {c_in}x{h}x{h} -> {c_out}, dilation {dilation}",
+                     "DenseConvS1BiasRelu", [r(1, c_in, h, h), r(c_out, c_in, 3, 3), r(c_out),
+                                             np.full(1, dilation, np.float32)], (1, c_out, h, h)))
+    for c_in, c_out, h in ((24, 72, 56), (160, 960, 7)):
+        rows.append((f"1x1 {c_in}x{h}x{h} -> {c_out}", "PointwiseBiasRelu",
+                     [r(1, c_in, h, h), r(c_out, c_in, 1, 1), r(c_out)], (1, c_out, h, h)))
+    return rows
+
+
+CASES = {"classifier": (cases, 300), "dense": (dense_cases, 3)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("libraries", nargs="+", help="kernel library builds (.so)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--cases", choices=sorted(CASES), default="classifier",
+                        help="ghostnetv2_100's kernels at 224 (default), or the dense "
+                             "models' convolutions")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="per build and turn (default 300; 3 for --cases dense)")
     parser.add_argument("--turns", type=int, default=2)
     args = parser.parse_args(argv)
+    make_cases, default_calls = CASES[args.cases]
+    args.calls = args.calls or default_calls
     libraries = [ctypes.CDLL(os.path.abspath(path)) for path in args.libraries]
     for library in libraries:
         library.SetNumThreads(args.threads)
@@ -65,7 +99,7 @@ def main(argv=None):
     print(f"{args.threads} thread(s), best of {args.calls} calls x {args.turns} turns, us")
     print("| case | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-    for label, entry, inputs, shape in cases():
+    for label, entry, inputs, shape in make_cases():
         best = [float("inf")] * len(libraries)
         for _ in range(args.turns):
             for i, library in enumerate(libraries):
