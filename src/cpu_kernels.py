@@ -16,8 +16,9 @@ they stand for, so parameter names and shapes are those of the plain model):
 - ``PointwiseConv2d``: an ``nn.Conv2d`` for 1x1 convolutions with an optional
   ReLU, hard sigmoid or LeakyReLU (the kernel in inference, MindSpore's Conv2D
   in training);
-- ``DenseConv2d``: a dense ``nn.Conv2d`` (odd kernel, stride 1, padding k // 2:
-  the YOLOv3 neck's and head's 3x3 convs), the same in inference;
+- ``DenseConv2d``: a dense ``nn.Conv2d`` (odd kernel, stride 1, padding
+  d * (k // 2) for dilation d: the YOLOv3 neck's and head's 3x3 convs,
+  DeepLabV3's ASPP), the same in inference;
 - ``SmallConv2d``: a dense ``nn.Conv2d`` with in_channels * kh * kw <= 49
   (the stem), inference only, with its bias and ReLU;
 - ``Linear``: an ``nn.Dense`` with a bias (the classifier; the same, MatMul);
@@ -357,16 +358,16 @@ class DepthwiseConv2d(ConvKernel, nn.Conv2d):
         stride = self.stride[0]
         suffix = f"S{stride}"
         self.backward_input = custom_op(library, f"DwConvBackInput{suffix}",
-                                      lambda dy, w, x: x)
+                                        lambda dy, w, x: x)
         self.backward_weight = custom_op(library, f"DwConvBackWeight{suffix}",
-                                       lambda dy, x, w: w)
+                                         lambda dy, x, w: w)
 
         def out_shape(x, w, *bias):
             return [x[0], x[1], _output_size(x[2], w[2], stride), _output_size(x[3], w[3], stride)]
 
         name = "DwConv" + suffix + ("Bias" if self.has_bias else "") + ("Relu" if self.relu else "")
         self.kernel = custom_op(library, name, out_shape, self._bprop_bias if self.has_bias
-                              else self._bprop)
+                                else self._bprop)
 
     def _bprop(self, x, weight, out, dout):
         return self.backward_input(dout, weight, x), self.backward_weight(dout, x, weight)
@@ -461,7 +462,7 @@ class PointwiseConv2d(ActivatedConv, nn.Conv2d):
         def out_shape(x, w, *bias):
             return [x[0], w[0], x[2], x[3]]
         self.kernel = custom_op(library, self.kernel_name("Pointwise"), out_shape,
-                              self._bprop_bias if self.has_bias else self._bprop)
+                                self._bprop_bias if self.has_bias else self._bprop)
 
     def _linear_grads(self, x, weight, dout):
         """dx = w^T dy per pixel, dw = the sum over images and pixels of dy x^T
@@ -586,7 +587,7 @@ class SmallConv2d(ConvKernel, nn.Conv2d):
         name = (f"SmallConvS{stride}" + ("Bias" if self.has_bias else "")
                 + ("Relu" if self.relu else ""))
         self.kernel = custom_op(library, name, out_shape,
-                              self._bprop_bias if self.has_bias else self._bprop)
+                                self._bprop_bias if self.has_bias else self._bprop)
 
     def _grads(self, x, weight, out, dout):
         """dx, dw and dout behind the ReLU, in eval mode (e.g. a frozen stem)."""
@@ -739,7 +740,7 @@ class AvgPool2x2(KernelSwitch, nn.Cell):
     def make_kernels(self, library):
         self.backward = custom_op(library, "AvgPool2x2Back", lambda dy, x: x)
         self.kernel = custom_op(library, "AvgPool2x2",
-                              lambda x: [x[0], x[1], x[2] // 2, x[3] // 2], self._bprop)
+                                lambda x: [x[0], x[1], x[2] // 2, x[3] // 2], self._bprop)
 
     def _bprop(self, x, out, dout):
         return (self.backward(dout, x),)
@@ -764,7 +765,7 @@ class UpsampleConcat(KernelSwitch, nn.Cell):
 
     def make_kernels(self, library):
         self.kernel = custom_op(library, "UpsampleConcat",
-                              lambda a, b: [b[0], a[1] + b[1], b[2], b[3]], self._bprop)
+                                lambda a, b: [b[0], a[1] + b[1], b[2], b[3]], self._bprop)
 
     def _bprop(self, coarse, fine, out, dout):
         n, c, h, w = coarse.shape
@@ -848,7 +849,7 @@ class GhostModuleKernel(KernelSwitch, nn.Cell):
         name = ("GhostModule" + ("Relu" if self.relu else "") + ("Gate" if self.gate else "")
                 + ("Residual" if self.residual else ""))
         self.kernel = custom_op(library, name,
-                              lambda x, primary, *rest: [x[0], 2 * primary[0], x[2], x[3]])
+                                lambda x, primary, *rest: [x[0], 2 * primary[0], x[2], x[3]])
 
     def construct(self, x, primary_weight, b1, weight, b2, extra=None):
         """extra: the gate logits (gate) or the residual (residual)."""
@@ -885,7 +886,7 @@ class DfcGate(KernelSwitch, nn.Cell):
 
     def make_kernels(self, library):
         self.kernel = custom_op(library, "DfcGate",
-                              lambda x, project, *rest: [x[0], project[0], x[2] // 2, x[3] // 2])
+                                lambda x, project, *rest: [x[0], project[0], x[2] // 2, x[3] // 2])
 
     def construct(self, x, project_weight, project_bias, horizontal_weight, horizontal_bias,
                   vertical_weight, vertical_bias):
@@ -962,12 +963,12 @@ class BatchNorm2d(KernelSwitch, nn.BatchNorm2d):
     def make_kernels(self, library):
         relu = "Relu" if self.relu else ""
         self.backward = custom_op(library, "BatchNormTrainBack" + relu,
-                                lambda dy, x, gamma, *rest: (x, gamma, gamma), outputs=3)
+                                  lambda dy, x, gamma, *rest: (x, gamma, gamma), outputs=3)
         self.kernel = custom_op(library, "BatchNormTrain" + relu,
-                              lambda x, gamma, *rest: (x, gamma, gamma, gamma, gamma), self._bprop,
-                              outputs=5)
+                                lambda x, gamma, *rest: (x, gamma, gamma, gamma, gamma),
+                                self._bprop, outputs=5)
         self.infer_kernel = custom_op(library, "BatchNormInfer" + relu,
-                                    lambda x, gamma, beta, mean, var, scalars: x)
+                                      lambda x, gamma, beta, mean, var, scalars: x)
 
     def _bprop(self, x, gamma, beta, moving_mean, moving_var, scalars, out, dout):
         if self.relu:

@@ -12,8 +12,8 @@ from mindspore import nn
 from src.cpu_kernels import (COMPILE_FLAGS, AvgPool2x2, BatchNorm2d, ChannelScale, DenseConv2d,
                              DepthwiseConv2d, GateMultiply, GhostBottleneckKernel,
                              GhostModuleKernel, Linear, PointwiseConv2d, ResizeBilinear,
-                             SmallConv2d, SpatialMean, UpsampleConcat, count_kernel_layers, call_entry,
-                             forget_compiled_graphs, kernels_available, portable,
+                             SmallConv2d, SpatialMean, UpsampleConcat, count_kernel_layers,
+                             call_entry, forget_compiled_graphs, kernels_available, portable,
                              use_cpu_kernels, _cpu_flags)
 
 pytestmark = [pytest.mark.skipif(shutil.which("g++") is None,
