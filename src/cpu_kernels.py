@@ -76,7 +76,8 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d", "DenseConv2d", "SmallConv2d", "DfcGate",
-           "SqueezeExciteKernel", "UpsampleConcat", "ResizeBilinear", "bilinear_matrix",
+           "SqueezeExciteKernel", "UpsampleConcat", "ResizeBilinear", "resize_bilinear",
+           "bilinear_matrix",
            "ActivatedConv", "LEAKY_SLOPE",
            "GhostBottleneckKernel", "Linear", "BatchNorm2d", "BroadcastMultiply", "GateMultiply",
            "SpatialMean",
@@ -803,7 +804,12 @@ class ResizeBilinear(KernelSwitch, nn.Cell):
     def construct(self, x, like):
         if self.use_kernel and not self.training and x.dtype == mstype.float32:
             return self.kernel(x, like)
-        return ops.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+        return resize_bilinear(x, like.shape[2:])
+
+
+def resize_bilinear(x, size):
+    """Bilinear resize with half-pixel centres (PyTorch's align_corners=False)."""
+    return ops.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 @ops.constexpr

@@ -277,23 +277,26 @@ int resize_bilinear(void** params, int64_t** shapes) {
     t_lower.resize(OW);
     for (int64_t q = begin; q < end; ++q) {
       const float* plane = x + q * IH * IW;
-      int upper_row = -1, lower_row = -1;
+      auto resize_row = [&](int row, std::vector<float>& resized) {
+        const float* src = plane + (int64_t)row * IW;
+        for (int j = 0; j < OW; ++j)
+          resized[j] =
+              src[cols.first[j]] * (1.f - cols.frac[j]) + src[cols.second[j]] * cols.frac[j];
+      };
+      int upper_row = -1, lower_row = -1;  // the input rows t_upper, t_lower hold
       for (int i = 0; i < OH; ++i) {
-        for (int pass = 0; pass < 2; ++pass) {
-          const int row = pass == 0 ? rows.first[i] : rows.second[i];
-          int& cached = pass == 0 ? upper_row : lower_row;
-          float* resized = pass == 0 ? t_upper.data() : t_lower.data();
-          if (cached == row) continue;
-          if (pass == 0 && lower_row == row) {  // moving down: the lower row becomes the upper
+        if (rows.first[i] != upper_row) {
+          if (rows.first[i] == lower_row) {  // moving down: the lower row becomes the upper
             std::swap(t_upper, t_lower);
-            std::swap(upper_row, lower_row);
-            continue;
+            lower_row = upper_row;
+          } else {
+            resize_row(rows.first[i], t_upper);
           }
-          const float* src = plane + (int64_t)row * IW;
-          for (int j = 0; j < OW; ++j)
-            resized[j] =
-                src[cols.first[j]] * (1.f - cols.frac[j]) + src[cols.second[j]] * cols.frac[j];
-          cached = row;
+          upper_row = rows.first[i];
+        }
+        if (rows.second[i] != lower_row) {
+          resize_row(rows.second[i], t_lower);
+          lower_row = rows.second[i];
         }
         const float* upper = t_upper.data();
         const float* lower = t_lower.data();

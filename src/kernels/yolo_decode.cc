@@ -14,7 +14,7 @@
 // L is the number of parameters less four. One (image, level, anchor) per
 // task: its K planes transformed along the pixels (vectors), then written
 // as rows of K.
-#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -23,17 +23,10 @@
 
 namespace {
 
-using ghost::exp_vec;
-using ghost::for_vectors;
-using ghost::load_part;
 using ghost::pool;
-using ghost::splat;
-using ghost::store_part;
-using ghost::Vec;
+using ghost::sigmoid;
 
 thread_local std::vector<float> t_planes;  // one anchor's K transformed planes
-
-inline Vec sigmoid_vec(Vec v) { return 1.f / (1.f + exp_vec(-v)); }
 
 struct Level {
   const float* map;
@@ -81,10 +74,7 @@ int yolo_decode(int nparam, void** params, int64_t** shapes) {
           t[(2 + d) * P + p] = c + half;
         }
       }
-      for (int64_t k = 4; k < K; ++k)
-        for_vectors((int)P, [&](int j, int count) {
-          store_part(t + k * P + j, sigmoid_vec(load_part(planes + k * P + j, count)), count);
-        });
+      for (int64_t k = 4; k < K; ++k) sigmoid(planes + k * P, (int)P, t + k * P);
       for (int64_t p = 0; p < P; ++p) {
         float* dst = out + (n * R + table_row(p)) * K;
         for (int64_t k = 0; k < K; ++k) dst[k] = t[k * P + p];

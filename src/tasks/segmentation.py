@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..cpu_kernels import resize_bilinear
 from ..data.ade20k import (TRAIN_SPLIT, VAL_SPLIT, create_eval_dataset, create_train_dataset,
                            read_dataset_info, write_prediction_png)
 from ..data.seg_transforms import TrainTransform, eval_image
@@ -31,7 +32,7 @@ from ..dataset import (BadImageError, DatasetError, default_num_workers, load_rg
                        local_process_count)
 from ..evaluation.segmentation import METRIC_KEYS, SegmentationScore, json_metrics
 from ..models.losses.segmentation_loss import IGNORE_LABEL, SegmentationLoss, SegmentorWithLoss
-from ..models.segmentors.deeplabv3 import DeepLabV3, resize_bilinear, segmentation_backbone
+from ..models.segmentors.deeplabv3 import DeepLabV3, segmentation_backbone
 from ..model_info import new_info
 from ..pretrained import load_backbone_params, load_backbone_weights
 from ..train_utils import ConfigError, check_positive, set_precision, wrap_train_step

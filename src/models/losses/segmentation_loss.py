@@ -10,7 +10,7 @@ its weight (0.4 in the DeepLabV3 recipes).
 """
 from mindspore import nn
 
-from src.models.segmentors.deeplabv3 import resize_bilinear
+from src.cpu_kernels import resize_bilinear
 
 # The label of ignored pixels inside the pipeline (src/data/ade20k.py maps each
 # data set's own ignore value to it): MindSpore's and PyTorch's default

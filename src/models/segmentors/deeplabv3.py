@@ -26,11 +26,6 @@ from src.models.heads.fcn_head import FCNHead
 AUX_FEATURE, MAIN_FEATURE = 3, 4
 
 
-def resize_bilinear(x, size):
-    """Bilinear resize with half-pixel centres (PyTorch's align_corners=False)."""
-    return ops.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 def resize_bilinear_matmul(x, size):
     """resize_bilinear as two matrix products (rows, then columns): MindSpore
     2.7's ONNX exporter cannot write its bilinear resize (ResizeBilinearV2),
